@@ -1,0 +1,313 @@
+"""Typed configuration: YAML files layered on dataclass defaults, then ``--set key=value`` overrides.
+
+Order of layers: ``configs/default.yaml`` -> ``configs/tasks/<task>.yaml`` -> each ``--config FILE`` ->
+each ``--set``. Unknown keys and values of the wrong type raise :class:`ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent
+TASK_NAMES = ("mask", "gender", "age")
+
+
+class ConfigError(ValueError):
+    """A configuration mistake: an unknown key, a bad value or a missing file."""
+
+
+def choice(default: Any, *choices: Any) -> Any:
+    """A dataclass field whose value must be one of ``choices``."""
+    return field(default=default, metadata={"choices": choices})
+
+
+@dataclass
+class SyntheticConfig:
+    """Size of the synthetic stand-in generated when the default data directory is missing."""
+
+    people: int = 2700
+    eval_people: int = 1800
+    width: int = 384
+    height: int = 512
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    dir: str = "data/synthetic"
+    default_dir: str = "data/synthetic"  # the one directory that may be generated when missing
+    cache_dir: str = ".cache"
+    age_cuts: list[int] = field(default_factory=lambda: [30, 60])
+    relabel: list[str] = field(default_factory=list)  # corrections files; "competition" = the shipped one
+    n_folds: int = 5
+    holdout_fraction: float = 0.2
+    validate_images: bool = True
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class AugmentConfig:
+    resize_height: int = 512
+    resize_width: int = 384
+    crop: int = 304
+    geometric_p: float = 1.0  # one of: horizontal flip, vertical flip, rotation
+    rotate_limit: int = 30
+    color_p: float = 1.0  # one of: colour jitters, grayscale
+    random_erasing_p: float = 0.5
+    normalization: str = choice("auto", "auto", "dataset", "imagenet")  # auto: imagenet if pretrained
+
+
+@dataclass
+class LoaderConfig:
+    batch_size: int = 64
+    num_workers: int = 4
+    sampler: str = choice("balanced", "balanced", "shuffle")
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnext50_32x4d"
+    pretrained: bool = False
+    drop_rate: float = 0.0
+
+
+@dataclass
+class LossConfig:
+    kind: str = choice("ce_f1", "ce", "f1", "ce_f1", "focal", "label_smoothing", "gaussian")
+    f1_weight: float = 0.85  # f in (1 - f) * CE + f * F1
+    focal_gamma: float = 2.0
+    smoothing: float = 0.1
+    gaussian_sigma: float = 0.5  # in age groups, for the ordinal "neighbouring group" smoothing
+    class_weights: str = choice("none", "none", "balanced")
+
+
+@dataclass
+class OptimConfig:
+    name: str = choice("madgrad", "madgrad", "adamw", "sgd")
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    scheduler: str = choice("none", "none", "cosine", "step", "plateau")
+    step_size: int = 3
+    gamma: float = 0.5
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 5
+    effective_batch: int = 256
+    accelerator: str = choice("auto", "auto", "cpu", "gpu", "cuda")
+    devices: int = 1
+    strategy: str = "auto"
+    precision: str = choice("auto", "auto", "32", "bf16-mixed", "16-mixed")  # auto: bf16-mixed on CUDA
+    early_stopping_patience: int = 0  # 0 = off
+    limit_train_batches: float = 1.0
+    limit_val_batches: float = 1.0
+    log_every_n_steps: int = 10
+    deterministic: bool = False
+    progress_bar: bool = True
+    worst_images: int = 16  # rows of the W&B table of worst misclassified validation images
+
+
+@dataclass
+class WandbConfig:
+    mode: str = choice("auto", "auto", "online", "offline", "disabled")  # auto: online if logged in
+    project: str = "mask-status"
+    entity: str | None = None
+    dir: str = "wandb"
+
+
+@dataclass
+class Config:
+    seed: int = 42
+    exp: str = "default"
+    runs_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- building from plain data
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it converted (int -> float, "1e-4" -> float)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], key)
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key + ".")
+    raise ConfigError(f"{key}: unsupported type {tp}")
+
+
+def _build(cls: type, data: Any, prefix: str = "") -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        names = ", ".join(f"{prefix}{k}" for k in unknown)
+        raise ConfigError(f"unknown config key {names} (known here: {', '.join(sorted(fields))})")
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        converted = _convert(value, hints[name], key)
+        choices = fields[name].metadata.get("choices")
+        if choices and converted not in choices:
+            raise ConfigError(f"{key}: {converted!r} is not one of {', '.join(map(str, choices))}")
+        kwargs[name] = converted
+    return cls(**kwargs)
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings, not {type(data).__name__}")
+    return data
+
+
+def parse_override(text: str) -> dict:
+    """``"optim.lr=3e-4"`` -> ``{"optim": {"lr": 3e-4}}``; the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {text!r}: expected key=value, e.g. optim.lr=3e-4")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    out: dict = value
+    for part in reversed(key.split(".")):
+        out = {part: out}
+    return out
+
+
+def config_from_dict(data: dict) -> Config:
+    return _build(Config, _merge(dataclasses.asdict(Config()), data))
+
+
+def load_config(task: str | None = None, files: list[str | Path] = (), overrides: list[str] = ()) -> Config:
+    """Build the resolved config for ``task`` from the default, the task's file, ``files`` and ``overrides``."""
+    data = read_yaml(CONFIG_DIR / "default.yaml")
+    if task is not None:
+        task_file = CONFIG_DIR / "tasks" / f"{task}.yaml"
+        if task_file.is_file():
+            data = _merge(data, read_yaml(task_file))
+    for f in files:
+        data = _merge(data, read_yaml(f))
+    for text in overrides:
+        data = _merge(data, parse_override(text))
+    cfg = config_from_dict(data)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Checks that span more than one field's type."""
+    cuts = cfg.data.age_cuts
+    if len(cuts) != 2 or not 18 < cuts[0] < cuts[1] <= 60:
+        raise ConfigError(f"data.age_cuts: expected two ages with 18 < young < old <= 60, got {cuts}")
+    if cfg.data.n_folds < 2:
+        raise ConfigError(f"data.n_folds: need at least 2 folds, got {cfg.data.n_folds}")
+    if not 0.0 < cfg.data.holdout_fraction < 1.0:
+        raise ConfigError(f"data.holdout_fraction: must lie between 0 and 1, got {cfg.data.holdout_fraction}")
+    positive = {
+        "loader.batch_size": cfg.loader.batch_size,
+        "trainer.effective_batch": cfg.trainer.effective_batch,
+        "trainer.max_epochs": cfg.trainer.max_epochs,
+        "trainer.devices": cfg.trainer.devices,
+        "augment.crop": cfg.augment.crop,
+        "augment.resize_height": cfg.augment.resize_height,
+        "augment.resize_width": cfg.augment.resize_width,
+        "data.synthetic.people": cfg.data.synthetic.people,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{key}: must be at least 1, got {value}")
+    if cfg.loader.num_workers < 0:
+        raise ConfigError(f"loader.num_workers: must be 0 or more, got {cfg.loader.num_workers}")
+    if cfg.augment.crop > min(cfg.augment.resize_height, cfg.augment.resize_width):
+        raise ConfigError(
+            f"augment.crop: {cfg.augment.crop} is larger than the resized image "
+            f"({cfg.augment.resize_height}x{cfg.augment.resize_width})"
+        )
+    for key in ("geometric_p", "color_p", "random_erasing_p"):
+        p = getattr(cfg.augment, key)
+        if not 0.0 <= p <= 1.0:
+            raise ConfigError(f"augment.{key}: a probability between 0 and 1, got {p}")
+    if not 0.0 <= cfg.loss.f1_weight <= 1.0:
+        raise ConfigError(f"loss.f1_weight: must lie between 0 and 1, got {cfg.loss.f1_weight}")
+    if cfg.optim.lr <= 0:
+        raise ConfigError(f"optim.lr: must be positive, got {cfg.optim.lr}")
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    tmp.replace(path)

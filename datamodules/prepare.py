@@ -1,0 +1,110 @@
+"""Everything the data layer does before a model sees a batch, cached per data set fingerprint.
+
+``prepare(cfg)``: find (or generate) the data, read the layout, check every image decodes, apply the
+corrections files, write or reuse the person splits and choose the normalisation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from configs.config import Config
+from datamodules.dataset import read_rgb
+from datamodules.errors import DataError, raise_collected
+from datamodules.fingerprint import cache_dir_for, data_fingerprint, write_json_atomic
+from datamodules.folds import load_or_make_splits
+from datamodules.labels import age_group, class18
+from datamodules.layout import check_data_dir, read_train
+from datamodules.relabel import apply_relabels
+from datamodules.scan import find_undecodable
+from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, dataset_statistics, geometry_only
+
+log = logging.getLogger(__name__)
+STATS_SAMPLE = 1000
+
+
+@dataclass
+class PreparedData:
+    data_dir: Path
+    fingerprint: str
+    cache: Path
+    images: pd.DataFrame  # one row per image after corrections, with labels, fold and holdout columns
+    changes: pd.DataFrame  # what the corrections files changed
+    mean: list[float]
+    std: list[float]
+
+
+def ensure_data(cfg: Config) -> Path:
+    """The data directory; the default one is generated (synthetic) when missing, a user's never is."""
+    data_dir = Path(cfg.data.dir)
+    if not data_dir.exists() and data_dir.resolve() == Path(cfg.data.default_dir).resolve():
+        from datamodules.synthetic import generate
+
+        s = cfg.data.synthetic
+        log.info(
+            "data directory %s does not exist: generating the synthetic stand-in there "
+            "(%d train people, %d eval people, %dx%d)",
+            data_dir,
+            s.people,
+            s.eval_people,
+            s.width,
+            s.height,
+        )
+        generate(data_dir, people=s.people, eval_people=s.eval_people, size=(s.width, s.height), seed=s.seed)
+    return check_data_dir(data_dir)
+
+
+def _check_images(files: list[str], cache: Path, progress: bool) -> None:
+    marker = cache / "images-checked.json"
+    if marker.is_file():
+        bad = json.loads(marker.read_text())["bad"]
+    else:
+        bad = [f"{f}: {why}" for f, why in find_undecodable(files, progress=progress)]
+        write_json_atomic(marker, {"bad": bad})
+    raise_collected(bad, "some images cannot be decoded (fix or remove them, or exclude them in a relabel file)")
+
+
+def _normalisation(cfg: Config, files: list[str], cache: Path) -> tuple[list[float], list[float]]:
+    mode = cfg.augment.normalization
+    if mode == "imagenet" or (mode == "auto" and cfg.model.pretrained):
+        return list(IMAGENET_MEAN), list(IMAGENET_STD)
+    aug = cfg.augment
+    path = cache / f"stats-{aug.resize_height}x{aug.resize_width}-c{aug.crop}.json"
+    if path.is_file():
+        stats = json.loads(path.read_text())
+        return stats["mean"], stats["std"]
+    rng = np.random.default_rng(0)
+    sample = sorted(rng.choice(len(files), size=min(STATS_SAMPLE, len(files)), replace=False))
+    geometry = geometry_only(aug)
+    mean, std = dataset_statistics(geometry(image=read_rgb(files[i]))["image"] for i in sample)
+    write_json_atomic(path, {"mean": mean, "std": std, "images": len(sample)})
+    log.info("normalisation from %d training images: mean %s std %s", len(sample), mean, std)
+    return mean, std
+
+
+def prepare(cfg: Config, progress: bool = True) -> PreparedData:
+    """Read, check, correct and split the training data described by ``cfg.data``."""
+    data_dir = ensure_data(cfg)
+    fingerprint = data_fingerprint(data_dir)
+    cache = cache_dir_for(cfg.data.cache_dir, fingerprint)
+    raw = read_train(data_dir)
+    if cfg.data.validate_images:
+        _check_images(raw["file"].tolist(), cache, progress)
+    people = raw.drop_duplicates("person")[["person", "gender", "age"]]
+    splits = load_or_make_splits(people, cache, cfg.data.n_folds, cfg.data.holdout_fraction, cfg.seed)
+    images, changes = apply_relabels(raw, cfg.data.relabel)
+    if images.empty:
+        raise DataError("the corrections files exclude every image: nothing is left to train on")
+    images["age_group"] = age_group(images["age"], cfg.data.age_cuts)
+    images["label"] = class18(images["mask"], images["gender"], images["age_group"])
+    images = images.merge(splits, on="person", how="left")
+    for change in changes.itertuples():
+        log.info("relabel (%s): %s %s %s: %s -> %s", *change[1:])
+    mean, std = _normalisation(cfg, raw["file"].tolist(), cache)
+    return PreparedData(data_dir, fingerprint, cache, images, changes, mean, std)

@@ -1,0 +1,168 @@
+"""Losses for one task head, built by name from :class:`LossConfig`.
+
+Every loss takes ``logits (N, C)`` and integer ``target (N,)`` and returns a scalar. Logits are cast to
+float32 first, so the losses stay exact under bf16 autocast.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from configs.config import LossConfig
+
+LOSS_KINDS = ("ce", "f1", "ce_f1", "focal", "label_smoothing", "gaussian")
+
+
+def _check_shapes(logits: Tensor, target: Tensor, num_classes: int, name: str) -> None:
+    if logits.ndim != 2 or logits.shape[1] != num_classes:
+        raise ValueError(
+            f"{name} was built for {num_classes} classes but got logits of shape {tuple(logits.shape)}; "
+            "build the loss with the task's class count"
+        )
+    if ((target < 0) | (target >= num_classes)).any():
+        raise ValueError(
+            f"{name} was built for {num_classes} classes but got targets in [{int(target.min())}, {int(target.max())}]"
+        )
+
+
+class F1Loss(nn.Module):
+    """1 - soft macro F1 over the batch: softmax probabilities against one-hot targets."""
+
+    def __init__(self, num_classes: int, eps: float = 1e-7) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"F1Loss needs at least 2 classes, got {num_classes}")
+        self.num_classes = num_classes
+        self.eps = eps
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        _check_shapes(logits, target, self.num_classes, "F1Loss")
+        probs = logits.float().softmax(dim=1)
+        one_hot = F.one_hot(target, self.num_classes).to(probs.dtype)
+        tp = (probs * one_hot).sum(dim=0)
+        fp = (probs * (1 - one_hot)).sum(dim=0)
+        fn = ((1 - probs) * one_hot).sum(dim=0)
+        f1 = 2 * tp / (2 * tp + fp + fn + self.eps)
+        return 1 - f1.mean()
+
+
+class CrossEntropy(nn.Module):
+    """Cross entropy in float32, optionally class-weighted and label-smoothed.
+
+    ``target`` may also be soft, ``(N, C)`` probabilities, as the Gaussian age loss uses.
+    """
+
+    def __init__(self, weight: Tensor | None = None, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return F.cross_entropy(logits.float(), target, weight=self.weight, label_smoothing=self.label_smoothing)
+
+
+class CeF1Loss(nn.Module):
+    """The seed recipe's mix ``(1 - f) * CE + f * F1``."""
+
+    def __init__(self, num_classes: int, f1_weight: float, weight: Tensor | None = None) -> None:
+        super().__init__()
+        self.ce = CrossEntropy(weight)
+        self.f1 = F1Loss(num_classes)
+        self.f1_weight = f1_weight
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        f = self.f1_weight
+        return (1 - f) * self.ce(logits, target) + f * self.f1(logits, target)
+
+
+class FocalLoss(nn.Module):
+    """Focal loss ``-(1 - p_t)^gamma log p_t``; with class weights, a weighted mean like torch's CE."""
+
+    def __init__(self, gamma: float, weight: Tensor | None = None) -> None:
+        super().__init__()
+        self.gamma = gamma
+        self.register_buffer("weight", weight)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        log_p = logits.float().log_softmax(dim=1).gather(1, target[:, None]).squeeze(1)
+        loss = -((1 - log_p.exp()) ** self.gamma) * log_p
+        if self.weight is None:
+            return loss.mean()
+        w = self.weight[target]
+        return (w * loss).sum() / w.sum()
+
+
+def gaussian_targets(target: Tensor, num_classes: int, sigma: float) -> Tensor:
+    """Soft targets ``q_j ∝ exp(-(j - y)^2 / (2 sigma^2))`` over ordered classes, each row summing to 1."""
+    classes = torch.arange(num_classes, device=target.device, dtype=torch.float32)
+    dist2 = (classes[None, :] - target[:, None].float()) ** 2
+    return (-dist2 / (2 * sigma**2)).softmax(dim=1)
+
+
+class GaussianLoss(nn.Module):
+    """Soft cross entropy against :func:`gaussian_targets`: a neighbouring age group is a smaller mistake."""
+
+    def __init__(self, num_classes: int, sigma: float, weight: Tensor | None = None) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.sigma = sigma
+        self.ce = CrossEntropy(weight)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        _check_shapes(logits, target, self.num_classes, "GaussianLoss")
+        return self.ce(logits, gaussian_targets(target, self.num_classes, self.sigma))
+
+
+def balanced_weights(class_counts: list[int], num_classes: int) -> Tensor:
+    """Per-class weights ``N / (C * count_c)``; a class with no examples counts as one."""
+    if len(class_counts) != num_classes:
+        raise ValueError(f"class_counts has {len(class_counts)} entries but the task has {num_classes} classes")
+    counts = torch.tensor(class_counts, dtype=torch.float32)
+    if (counts < 0).any():
+        raise ValueError(f"class_counts must not be negative, got {class_counts}")
+    return counts.sum() / (num_classes * counts.clamp(min=1))
+
+
+def _check_cfg(cfg: LossConfig, task: str) -> None:
+    if cfg.kind not in LOSS_KINDS:
+        raise ValueError(f"loss.kind: unknown loss {cfg.kind!r}; choose one of {', '.join(LOSS_KINDS)}")
+    if cfg.kind == "gaussian" and task != "age":
+        raise ValueError(f"loss.kind: 'gaussian' smooths over ordered age groups; task {task!r} is not 'age'")
+    if cfg.kind == "gaussian" and cfg.gaussian_sigma <= 0:
+        raise ValueError(f"loss.gaussian_sigma: must be positive, got {cfg.gaussian_sigma}")
+    if cfg.kind == "focal" and cfg.focal_gamma < 0:
+        raise ValueError(f"loss.focal_gamma: must be 0 or more, got {cfg.focal_gamma}")
+    if cfg.kind == "label_smoothing" and not 0.0 <= cfg.smoothing < 1.0:
+        raise ValueError(f"loss.smoothing: must lie in [0, 1), got {cfg.smoothing}")
+    if cfg.kind == "ce_f1" and not 0.0 <= cfg.f1_weight <= 1.0:
+        raise ValueError(f"loss.f1_weight: must lie between 0 and 1, got {cfg.f1_weight}")
+
+
+def build_loss(cfg: LossConfig, num_classes: int, task: str, class_counts: list[int] | None = None) -> nn.Module:
+    """The loss named by ``cfg.kind`` for a head with ``num_classes`` classes.
+
+    ``class_counts`` (training examples per class) is needed when ``cfg.class_weights == "balanced"``;
+    the weights apply to the cross-entropy parts only (macro F1 already weighs classes equally).
+    """
+    _check_cfg(cfg, task)
+    weight = None
+    if cfg.class_weights == "balanced":
+        if class_counts is None:
+            raise ValueError("loss.class_weights: 'balanced' needs the training class counts (class_counts)")
+        weight = balanced_weights(class_counts, num_classes)
+    elif cfg.class_weights != "none":
+        raise ValueError(f"loss.class_weights: unknown value {cfg.class_weights!r}; choose none or balanced")
+
+    if cfg.kind == "ce":
+        return CrossEntropy(weight)
+    if cfg.kind == "f1":
+        return F1Loss(num_classes)
+    if cfg.kind == "ce_f1":
+        return CeF1Loss(num_classes, cfg.f1_weight, weight)
+    if cfg.kind == "focal":
+        return FocalLoss(cfg.focal_gamma, weight)
+    if cfg.kind == "label_smoothing":
+        return CrossEntropy(weight, label_smoothing=cfg.smoothing)
+    return GaussianLoss(num_classes, cfg.gaussian_sigma, weight)

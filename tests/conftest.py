@@ -1,0 +1,87 @@
+"""Shared fixtures: a tiny hand-made competition layout, and configs that run on CPU in seconds."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from configs.config import load_config
+from datamodules.labels import MASK_FILES
+
+PEOPLE = [  # id, gender, age
+    ("000001", "female", 19),
+    ("000002", "male", 25),
+    ("000003", "female", 45),
+    ("000004", "male", 33),
+    ("000005", "female", 60),
+    ("000006", "male", 60),
+    ("001498-1", "male", 22),
+    ("003397", "female", 19),
+    ("003397", "female", 20),
+    ("000010", "female", 52),
+    ("000011", "male", 58),
+    ("000012", "female", 27),
+]
+
+
+def write_image(path: Path, seed: int, size=(24, 32)) -> None:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+
+
+def make_layout(root: Path, people=PEOPLE, eval_images: int = 6) -> Path:
+    """A competition layout with its quirks: mixed extensions, ``._`` files, a shared id, a suffixed id."""
+    images = root / "train" / "images"
+    rows = []
+    for i, (pid, gender, age) in enumerate(people):
+        path = f"{pid}_{gender}_Asian_{age}"
+        folder = images / path
+        folder.mkdir(parents=True)
+        for j, stem in enumerate(MASK_FILES):
+            ext = [".jpg", ".png", ".jpeg"][(i + j) % 3]
+            write_image(folder / f"{stem}{ext}", seed=i * 10 + j)
+        (folder / "._mask1.jpg").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")
+        rows.append((pid, gender, "Asian", age, path))
+    pd.DataFrame(rows, columns=["id", "gender", "race", "age", "path"]).to_csv(
+        root / "train" / "train.csv", index=False
+    )
+    eval_dir = root / "eval" / "images"
+    eval_dir.mkdir(parents=True)
+    ids = []
+    for k in range(eval_images):
+        name = hashlib.sha1(str(k).encode()).hexdigest() + ".jpg"
+        write_image(eval_dir / name, seed=1000 + k)
+        ids.append(name)
+    (eval_dir / "._x.jpg").write_bytes(b"junk")
+    pd.DataFrame({"ImageID": ids, "ans": 0}).to_csv(root / "eval" / "info.csv", index=False)
+    return root
+
+
+@pytest.fixture
+def layout(tmp_path) -> Path:
+    return make_layout(tmp_path / "data")
+
+
+def tiny_config(data_dir: Path, cache: Path, *overrides: str):
+    """The quick preset pointed at ``data_dir``, with tiny images, no workers and W&B off."""
+    return load_config(
+        None,
+        [Path(__file__).resolve().parent.parent / "configs" / "quick.yaml"],
+        [
+            f"data.dir={data_dir}",
+            f"data.cache_dir={cache}",
+            "data.n_folds=3",
+            "augment.resize_height=32",
+            "augment.resize_width=24",
+            "augment.crop=24",
+            "loader.num_workers=0",
+            "loader.batch_size=8",
+            "wandb.mode=disabled",
+            *overrides,
+        ],
+    )
