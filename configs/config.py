@@ -96,7 +96,8 @@ class OptimConfig:
     momentum: float = 0.9
     scheduler: str = choice("none", "none", "cosine", "step", "plateau")
     step_size: int = 3
-    gamma: float = 0.5
+    gamma: float = 0.5  # lr factor of the step and plateau schedulers
+    patience: int = 1  # plateau: epochs without a better val/f1 before the lr is cut
 
 
 @dataclass
@@ -301,6 +302,12 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"augment.{key}: a probability between 0 and 1, got {p}")
     if not 0.0 <= cfg.loss.f1_weight <= 1.0:
         raise ConfigError(f"loss.f1_weight: must lie between 0 and 1, got {cfg.loss.f1_weight}")
+    if not 0.0 < cfg.optim.gamma < 1.0:
+        raise ConfigError(f"optim.gamma: must lie between 0 and 1, got {cfg.optim.gamma}")
+    if cfg.loss.gaussian_sigma <= 0:
+        raise ConfigError(f"loss.gaussian_sigma: must be positive, got {cfg.loss.gaussian_sigma}")
+    if not 0.0 <= cfg.loss.smoothing < 1.0:
+        raise ConfigError(f"loss.smoothing: must lie in [0, 1), got {cfg.loss.smoothing}")
     if cfg.optim.lr <= 0:
         raise ConfigError(f"optim.lr: must be positive, got {cfg.optim.lr}")
 

@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from configs.config import Config
+from configs.config import Config, ConfigError
 from datamodules.dataset import ImageDataset, seed_worker
 from datamodules.folds import select
 from datamodules.labels import TASKS
@@ -27,7 +27,7 @@ def parse_fold(fold: int | str, n_folds: int) -> int | str:
     except (TypeError, ValueError):
         k = -1
     if not 0 <= k < n_folds:
-        raise ValueError(f"fold {fold!r} does not exist: choose 0..{n_folds - 1}, holdout or full")
+        raise ConfigError(f"fold {fold!r} does not exist: choose 0..{n_folds - 1}, holdout or full")
     return k
 
 
@@ -37,7 +37,7 @@ class MaskDataModule(pl.LightningDataModule):
     def __init__(self, cfg: Config, task: str, fold: int | str = 0, progress: bool = True):
         super().__init__()
         if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
+            raise ConfigError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
         self.cfg = cfg
         self.task = TASKS[task]
         self.fold = parse_fold(fold, cfg.data.n_folds)

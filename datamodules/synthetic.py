@@ -29,7 +29,7 @@ from tqdm import tqdm
 # --- difficulty knobs -------------------------------------------------------------------------------
 AGE_CUE_STRENGTH = 1.0  # scales greying, wrinkles, eye bags and skin desaturation
 AGE_PERSON_NOISE = 3.0  # sd in years between a person's true age and the age their face shows
-GENDER_CUE_NOISE = 0.12  # share of people whose gender cues are drawn from the other gender
+GENDER_CUE_NOISE = 0.08  # share of people whose gender cues are drawn from the other gender
 PIXEL_NOISE = 5.0  # sd of per-pixel luminance noise (0..255 scale)
 JPEG_QUALITY = 90
 
@@ -111,7 +111,8 @@ def _sample_ids(n: int, rng: np.random.Generator) -> list[str]:
 
 
 def sample_people(n: int, seed: int = 0) -> pd.DataFrame:
-    """Train people with TRUE labels: id, gender, age (drawn from the real data's priors), no noise."""
+    """Train people with TRUE labels: id, gender, age from the real data's priors (the people that
+    `generate(people=n, seed=seed)` draws, before noise and sorting)."""
     rng = np.random.default_rng([seed, 21])
     return _sample_train(n, rng)
 
@@ -216,15 +217,14 @@ def _identity(rng: np.random.Generator, female: bool, age: int) -> dict:
     lip_red = rng.uniform(0.4, 1.0) if shown_female else rng.uniform(0.0, 0.45)
     bg_top, bg_bottom = rng.uniform(40, 235, 3), rng.uniform(40, 235, 3)
     return {
-        "shown_female": shown_female,
         "skin": skin,
         "hair": hair,
         "hair_len": float(np.clip(rng.normal(0.72, 0.22) if shown_female else rng.normal(0.18, 0.16), 0, 1)),
         "bangs": bool(rng.random() < 0.45),
-        "face_w": float(rng.normal(0.86 if shown_female else 0.95, 0.045)),
+        "face_w": float(rng.normal(0.85 if shown_female else 0.97, 0.045)),
         "head": float(rng.uniform(0.9, 1.08)),
         "brow": float(np.clip(rng.normal(0.7 if shown_female else 1.25, 0.22), 0.35, 2.0)),
-        "beard": float(rng.uniform(0.2, 0.65)) if not shown_female and rng.random() < 0.45 else 0.0,
+        "beard": float(rng.uniform(0.2, 0.65)) if not shown_female and rng.random() < 0.5 else 0.0,
         "lips": _lerp(skin * 0.82, (200, 45, 70), lip_red),
         "wrinkles": _ramp(shown_age, 24, 62) * s * rng.uniform(0.75, 1.25),
         "eyebags": _ramp(shown_age, 28, 64) * s * rng.uniform(0.7, 1.3),
@@ -398,7 +398,8 @@ def _draw_photo(idt: dict, state: str, style: int, bg: Image.Image, rng: np.rand
 def _noise_bank(rng: np.random.Generator, w: int, h: int) -> Image.Image:
     """Luminance noise around 128, a quarter larger than a photo; each photo takes a random crop."""
     noise = rng.standard_normal((h + h // 4 + 1, w + w // 4 + 1), dtype=np.float32) * PIXEL_NOISE + 128
-    return Image.fromarray(np.clip(np.rint(noise), 0, 255).astype(np.uint8))
+    grey = Image.fromarray(np.clip(np.rint(noise), 0, 255).astype(np.uint8))
+    return Image.merge("RGB", (grey, grey, grey))
 
 
 def _light(img: Image.Image, bank: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -410,8 +411,7 @@ def _light(img: Image.Image, bank: Image.Image, rng: np.random.Generator) -> Ima
     img = img.point(lut.tolist())
     w, h = img.size
     ox, oy = int(rng.integers(bank.width - w + 1)), int(rng.integers(bank.height - h + 1))
-    noise = bank.crop((ox, oy, ox + w, oy + h))
-    return ImageChops.add(img, Image.merge("RGB", (noise, noise, noise)), scale=1.0, offset=-128)
+    return ImageChops.add(img, bank.crop((ox, oy, ox + w, oy + h)), scale=1.0, offset=-128)
 
 
 def _outlier(photo: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -540,7 +540,7 @@ def generate(
     rng = np.random.default_rng([seed, 21])
     train, marks = _plant_noise(_sample_train(people, rng), rng)
     ext_draw = rng.random((people, 7))
-    ext = np.where(ext_draw < TRAIN_EXT_P[".png"], ".png", ".jpg")
+    ext = np.where(ext_draw < TRAIN_EXT_P[".png"], ".png", ".jpg").astype(object)  # room for ".jpeg"
     ext[(ext_draw >= TRAIN_EXT_P[".png"]) & (ext_draw < TRAIN_EXT_P[".png"] + TRAIN_EXT_P[".jpeg"])] = ".jpeg"
     train["exts"] = list(ext)
     hidden = rng.random(people) < HIDDEN_FOLDER_P
@@ -554,16 +554,8 @@ def generate(
         r = train.loc[i]
         (train_dir / r["path"]).mkdir(exist_ok=True)
         names = [str(train_dir / r["path"] / (s + e)) for s, e in zip(MASK_STEMS, r["exts"], strict=True)]
-        jobs.append(
-            {
-                "rng": [seed, 11, idx],
-                "size": size,
-                "gender": r["gender"],
-                "age": int(r["age"]),
-                "names": names,
-            }
-            | {"swap": bool(r["swap"]), "outlier": r["outlier"], "hidden": bool(r["hidden"])}
-        )
+        job = {"rng": [seed, 11, idx], "size": size, "gender": r["gender"], "age": int(r["age"]), "names": names}
+        jobs.append(job | {"swap": bool(r["swap"]), "outlier": r["outlier"], "hidden": bool(r["hidden"])})
 
     erng = np.random.default_rng([seed, 22])
     e_gender, e_age = _sample_labels(eval_people, erng)
@@ -613,8 +605,8 @@ def write_preview(data_dir: Path | str, out_png: Path | str, people: int = 6) ->
     for folder in rows["path"]:
         files = {p.stem: p for p in (data_dir / "train" / "images" / folder).iterdir() if not p.name.startswith(".")}
         cells.append([(folder, files[stem]) for stem in MASK_STEMS])
-    first = Image.open(cells[0][0][1])
-    thumb_h = round(thumb_w * first.height / first.width)
+    with Image.open(cells[0][0][1]) as first:
+        thumb_h = round(thumb_w * first.height / first.width)
     cap_h = 42
     sheet = Image.new("RGB", (7 * thumb_w, len(cells) * (thumb_h + cap_h)), "white")
     draw = ImageDraw.Draw(sheet)

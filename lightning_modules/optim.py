@@ -11,10 +11,6 @@ import torch
 
 from configs.config import OptimConfig
 
-# OptimConfig has no patience field; ReduceLROnPlateau's default (10 epochs) would never fire in a
-# 5-epoch run, so wait this many epochs without a better val/f1 before cutting the lr.
-PLATEAU_PATIENCE = 1
-
 
 def build_optimizer(params: Iterable[Any], cfg: OptimConfig) -> torch.optim.Optimizer:
     """The optimizer named by ``cfg.name``: madgrad (the seed's), adamw, or sgd (Nesterov with momentum)."""
@@ -45,7 +41,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, max_epoc
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
     elif cfg.scheduler == "plateau":
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max", factor=cfg.gamma, patience=PLATEAU_PATIENCE
+            optimizer, mode="max", factor=cfg.gamma, patience=cfg.patience
         )
         return {"scheduler": scheduler, "interval": "epoch", "monitor": "val/f1"}
     else:

@@ -85,3 +85,32 @@ def tiny_config(data_dir: Path, cache: Path, *overrides: str):
             *overrides,
         ],
     )
+
+
+@pytest.fixture(scope="session")
+def synthetic(tmp_path_factory) -> Path:
+    """A small synthetic data set (150 people, 48x64), generated once per test session."""
+    from datamodules.synthetic import generate
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate(root / "data", people=150, eval_people=8, size=(48, 64), seed=1, workers=2, progress=False)
+    return root / "data"
+
+
+def quick_cfg(data_dir: Path, tmp_path: Path, *overrides: str):
+    """A CPU training config for the ``synthetic`` fixture: test_resnet, 48x48 crops, 4 epochs."""
+    return tiny_config(
+        data_dir,
+        tmp_path / "cache",
+        f"runs_dir={tmp_path / 'runs'}",
+        "augment.resize_height=64",
+        "augment.resize_width=48",
+        "augment.crop=48",
+        "loader.batch_size=32",
+        "trainer.effective_batch=32",
+        "model.backbone=test_resnet",
+        "optim.lr=3e-3",
+        "trainer.max_epochs=4",
+        "trainer.progress_bar=false",
+        *overrides,
+    )

@@ -1,0 +1,62 @@
+"""Checkpointing, early stopping and learning-rate monitoring on ``val/f1``, and per-epoch metrics as CSV."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+
+from configs.config import Config
+
+BEST = "best"  # best.ckpt: the best by val/f1, or the final one when there is no validation
+LAST = "last"  # last.ckpt: where --resume continues from (ModelCheckpoint's own name for it)
+
+
+def training_callbacks(cfg: Config, run_dir: Path, validate: bool, lr_monitor: bool) -> list[pl.Callback]:
+    callbacks: list[pl.Callback] = [
+        ModelCheckpoint(
+            dirpath=run_dir,
+            filename=BEST,
+            monitor="val/f1" if validate else None,
+            mode="max",
+            save_top_k=1,
+            save_last=True,
+            enable_version_counter=False,
+        ),
+        EpochMetricsCSV(run_dir / "metrics.csv"),
+    ]
+    if validate and cfg.trainer.early_stopping_patience > 0:
+        callbacks.append(EarlyStopping("val/f1", mode="max", patience=cfg.trainer.early_stopping_patience))
+    if lr_monitor:
+        callbacks.append(LearningRateMonitor("epoch"))
+    return callbacks
+
+
+class EpochMetricsCSV(pl.Callback):
+    """One row per epoch with every epoch-level metric (``train/loss_epoch``, ``val/f1``, ...)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.rows: list[dict] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if not k.endswith("_step")}
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step, **metrics}
+        self.rows = [r for r in self._read() if r["epoch"] != str(row["epoch"])] + [row]
+        keys = list(dict.fromkeys(k for r in self.rows for k in r))
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        tmp.replace(self.path)
+
+    def _read(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        with self.path.open(newline="") as f:
+            return list(csv.DictReader(f))
