@@ -199,6 +199,7 @@ def write_submission(
     if truth.is_file():
         report["eval"] = score_predictions(probs, pd.read_csv(truth))
         print(f"eval vs {truth}: macro F1 {report['eval']['f1']:.4f}, accuracy {report['eval']['accuracy']:.4f}")
+    write_text(exp_dir / "predict_report.json", json.dumps(report, indent=2))
     return report
 
 

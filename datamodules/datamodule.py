@@ -45,7 +45,8 @@ class MaskDataModule(pl.LightningDataModule):
         self.data: PreparedData | None = None
 
     def prepare_data(self) -> None:
-        prepare(self.cfg, progress=self.progress)  # generation, image check, split and stats files
+        if self.data is None:  # generation, image check, split and stats files, all cached on disk
+            prepare(self.cfg, progress=self.progress)
 
     def setup(self, stage: str | None = None) -> None:
         if self.data is None:

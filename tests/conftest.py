@@ -89,16 +89,17 @@ def tiny_config(data_dir: Path, cache: Path, *overrides: str):
 
 @pytest.fixture(scope="session")
 def synthetic(tmp_path_factory) -> Path:
-    """A small synthetic data set (150 people, 48x64), generated once per test session."""
+    """A small synthetic data set (300 people, 48x64), generated once per test session."""
     from datamodules.synthetic import generate
 
     root = tmp_path_factory.mktemp("synthetic")
-    generate(root / "data", people=150, eval_people=8, size=(48, 64), seed=1, workers=2, progress=False)
+    generate(root / "data", people=300, eval_people=8, size=(48, 64), seed=1, workers=2, progress=False)
     return root / "data"
 
 
 def quick_cfg(data_dir: Path, tmp_path: Path, *overrides: str):
-    """A CPU training config for the ``synthetic`` fixture: test_resnet, 48x48 crops, 4 epochs."""
+    """A CPU training config for the ``synthetic`` fixture: test_resnet, 48x48 crops, 5 epochs, the quick
+    preset's light augmentation."""
     return tiny_config(
         data_dir,
         tmp_path / "cache",
@@ -106,11 +107,9 @@ def quick_cfg(data_dir: Path, tmp_path: Path, *overrides: str):
         "augment.resize_height=64",
         "augment.resize_width=48",
         "augment.crop=48",
-        "loader.batch_size=32",
-        "trainer.effective_batch=32",
-        "model.backbone=test_resnet",
-        "optim.lr=3e-3",
-        "trainer.max_epochs=4",
+        "loader.batch_size=16",
+        "trainer.effective_batch=16",
+        "trainer.max_epochs=5",
         "trainer.progress_bar=false",
         *overrides,
     )

@@ -95,3 +95,20 @@ def test_summary_names_classes_folds_and_corrections(layout, tmp_path):
     assert "11 people, 77 images" in text
     assert "not_wear" in text and "fold2" in text
     assert "fix.yaml gender: 1" in text and "fix.yaml excluded: 1" in text
+
+
+def test_only_the_default_directory_is_generated(tmp_path):
+    from configs.config import load_config
+    from datamodules.prepare import ensure_data
+
+    small = ["data.synthetic.people=20", "data.synthetic.eval_people=2", "data.synthetic.width=24"]
+    small += ["data.synthetic.height=32", f"data.cache_dir={tmp_path / 'cache'}"]
+    default = tmp_path / "default"
+    cfg = load_config(None, [], [f"data.dir={default}", f"data.default_dir={default}", *small])
+    assert ensure_data(cfg) == default
+    assert (default / "train" / "train.csv").is_file() and (default / "truth" / "noise.csv").is_file()
+    mine = tmp_path / "my-real-data"
+    cfg = load_config(None, [], [f"data.dir={mine}", f"data.default_dir={default}", *small])
+    with pytest.raises(DataError, match="does not exist"):
+        ensure_data(cfg)
+    assert not mine.exists()
