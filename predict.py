@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from callbacks.wandb_run import log_report
 from configs.config import TASK_NAMES, Config, ConfigError, load_config
 from datamodules.dataset import ImageDataset, seed_worker
 from datamodules.errors import DataError
@@ -160,16 +161,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--oof", action="store_true", help="score the out-of-fold predictions instead")
     p.add_argument("--batch-size", type=int, help="images per batch (default: 2 x loader.batch_size)")
     p.add_argument("--workers", type=int, help="DataLoader workers (default: loader.num_workers)")
+    p.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"], help="log the OOF report")
     p.add_argument("--config", action="append", default=[], metavar="FILE")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--debug", action="store_true", help="show tracebacks for data and config errors")
     return p
 
 
-def write_oof_report(exp_dir: Path) -> dict:
-    """Score the experiment's out-of-fold predictions; write oof_scores.json and oof_confusion.png."""
+def write_oof_report(cfg: Config, exp_dir: Path) -> dict:
+    """Score the experiment's out-of-fold predictions; write oof_scores.json and oof_confusion.png, and log
+    them to W&B when it is on."""
     report = score_oof(exp_dir, exp_dir / "oof_confusion.png")
     write_text(exp_dir / "oof_scores.json", json.dumps(report, indent=2))
+    log_report(cfg, "oof", report, {"oof/confusion_matrix": exp_dir / "oof_confusion.png"})
     print(
         f"out-of-fold: 18-class macro F1 {report['f1']:.4f}, accuracy {report['accuracy']:.4f} over "
         f"{report['images']} images; per-task F1 {report['task_f1']}\n"
@@ -205,6 +209,8 @@ def write_submission(
 
 def run(args: argparse.Namespace) -> dict:
     cfg = load_config(None, args.config, args.set)
+    if args.wandb:
+        cfg.wandb.mode = args.wandb
     exp = args.exp or cfg.exp
     exp_dir = Path(cfg.runs_dir) / exp
     if not exp_dir.is_dir():
@@ -214,7 +220,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.workers is not None:
         cfg.loader.num_workers = args.workers
     if args.oof:
-        return write_oof_report(exp_dir)
+        return write_oof_report(cfg, exp_dir)
     folds = args.folds.split(",") if args.folds else None
     out = Path(args.out) if args.out else None
     return write_submission(cfg, exp_dir, args.ensemble, args.tta, folds, args.data_dir, out)

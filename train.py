@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
 
             exp_dir = Path(base.runs_dir) / base.exp
             if any(exp_dir.glob("*/fold*/oof.csv")):
-                predict.write_oof_report(exp_dir)
+                predict.write_oof_report(base, exp_dir)
             predict.write_submission(base, exp_dir, data_dir=str(base.data.dir))
     except (ConfigError, DataError) as exc:
         if args.debug:

@@ -30,37 +30,59 @@ def resolve_mode(mode: str) -> str:
     return mode
 
 
-def start_wandb_logger(cfg: Config, task: str, fold: int | str):
-    """A ``WandbLogger`` for one model (group ``<exp>-<task>``, name ``<task>-fold<k>``), or None when off.
+def _init_run(cfg: Config, mode: str, **kwargs):
+    """``wandb.init`` that falls back to offline, with one warning, when an online run cannot start."""
+    import wandb
 
-    An online run that cannot reach W&B falls back to offline with one warning; offline never fails.
-    """
+    Path(cfg.wandb.dir).mkdir(parents=True, exist_ok=True)
+    kwargs = dict(project=cfg.wandb.project, entity=cfg.wandb.entity, dir=cfg.wandb.dir, **kwargs)
+    settings = wandb.Settings(init_timeout=INIT_TIMEOUT_S, silent=True)
+    try:
+        run = wandb.init(mode=mode, settings=settings, reinit="finish_previous", **kwargs)
+    except Exception as exc:  # unreachable server, bad key: never stop the work for it
+        log.warning("W&B %s run could not start (%s); logging offline instead", mode, exc)
+        run = wandb.init(mode="offline", settings=settings, reinit="finish_previous", **kwargs)
+    if mode == "offline":
+        log.info("W&B is offline: the run is stored in %s; upload it later with `wandb sync`", run.dir)
+    return run
+
+
+def start_wandb_logger(cfg: Config, task: str, fold: int | str):
+    """A ``WandbLogger`` for one model (group ``<exp>-<task>``, name ``<task>-fold<k>``), or None when off."""
     mode = resolve_mode(cfg.wandb.mode)
     if mode == "disabled":
         return None
-    import wandb
     from pytorch_lightning.loggers import WandbLogger
 
-    Path(cfg.wandb.dir).mkdir(parents=True, exist_ok=True)
-    kwargs = dict(
-        project=cfg.wandb.project,
-        entity=cfg.wandb.entity,
+    run = _init_run(
+        cfg,
+        mode,
         group=f"{cfg.exp}-{task}",
         name=f"{task}-fold{fold}",
         job_type="train",
-        dir=cfg.wandb.dir,
         config={**cfg.to_dict(), "task": task, "fold": fold},
-        reinit="finish_previous",
     )
-    settings = wandb.Settings(init_timeout=INIT_TIMEOUT_S, silent=True)
-    try:
-        run = wandb.init(mode=mode, settings=settings, **kwargs)
-    except Exception as exc:  # unreachable server, bad key: never stop training for it
-        log.warning("W&B %s run could not start (%s); logging offline instead", mode, exc)
-        run = wandb.init(mode="offline", settings=settings, **kwargs)
-    if mode == "offline":
-        log.info("W&B is offline: the run is stored in %s; upload it later with `wandb sync`", run.dir)
     return WandbLogger(experiment=run)
+
+
+def log_report(cfg: Config, name: str, report: dict, images: dict[str, Path]) -> None:
+    """Log a scoring report (its numbers, and PNGs by key) as a W&B run of group ``<exp>-eval``, when on."""
+    mode = resolve_mode(cfg.wandb.mode)
+    if mode == "disabled":
+        return
+    try:
+        import wandb
+
+        run = _init_run(cfg, mode, group=f"{cfg.exp}-eval", name=name, job_type="evaluate", config=cfg.to_dict())
+        scalars = {k: v for k, v in report.items() if isinstance(v, int | float)}
+        for key in ("task_f1", "fold_f1"):
+            scalars.update({f"{key}/{k}": v for k, v in report.get(key, {}).items()})
+        per_class = wandb.Table(columns=["class", "f1"], data=list(enumerate(report.get("class_f1", []))))
+        run.log({**scalars, "class_f1": per_class, **{k: wandb.Image(str(p)) for k, p in images.items()}})
+        run.summary.update(scalars)
+        run.finish()
+    except Exception as exc:
+        log.warning("W&B report %s was not logged: %s", name, exc)
 
 
 def finish_wandb() -> None:

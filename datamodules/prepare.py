@@ -20,7 +20,7 @@ from datamodules.errors import DataError, raise_collected
 from datamodules.fingerprint import cache_dir_for, data_fingerprint, write_json_atomic
 from datamodules.folds import load_or_make_splits
 from datamodules.labels import age_group, class18
-from datamodules.layout import check_data_dir, read_train
+from datamodules.layout import check_data_dir, read_eval, read_train
 from datamodules.relabel import apply_relabels
 from datamodules.scan import find_undecodable
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, dataset_statistics, geometry_only
@@ -94,8 +94,11 @@ def prepare(cfg: Config, progress: bool = True) -> PreparedData:
     fingerprint = data_fingerprint(data_dir)
     cache = cache_dir_for(cfg.data.cache_dir, fingerprint)
     raw = read_train(data_dir)
+    files = raw["file"].tolist()
+    if (data_dir / "eval" / "info.csv").is_file():  # a broken eval set stops us now, not after training
+        files += read_eval(data_dir)["file"].tolist()
     if cfg.data.validate_images:
-        _check_images(raw["file"].tolist(), cache, progress)
+        _check_images(files, cache, progress)
     people = raw.drop_duplicates("person")[["person", "gender", "age"]]
     splits = load_or_make_splits(people, cache, cfg.data.n_folds, cfg.data.holdout_fraction, cfg.seed)
     images, changes = apply_relabels(raw, cfg.data.relabel)

@@ -112,3 +112,10 @@ def test_only_the_default_directory_is_generated(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         ensure_data(cfg)
     assert not mine.exists()
+
+
+def test_a_broken_eval_set_stops_before_training(layout, tmp_path):
+    info = layout / "eval" / "info.csv"
+    info.write_text(info.read_text() + "0123456789abcdef0123456789abcdef01234567.jpg,0\n")
+    with pytest.raises(DataError, match="0123456789abcdef0123456789abcdef01234567.jpg' is not in"):
+        prepare(tiny_config(layout, tmp_path / "cache"), progress=False)

@@ -75,8 +75,12 @@ def test_hard_and_none_ensembles(experiment, capsys):
     )
 
 
-def test_oof_scores_merge_the_three_tasks(experiment, capsys):
-    assert predict.main(_args(experiment, "--oof")) == 0
+def test_oof_scores_merge_the_three_tasks(experiment, capsys, monkeypatch):
+    monkeypatch.chdir(experiment)
+    assert predict.main(_args(experiment, "--oof", "--wandb", "offline")) == 0
+    (run,) = (experiment / "wandb" / "wandb").glob("offline-run-*")
+    data = next(run.glob("run-*.wandb")).read_bytes()
+    assert b"task_f1/age" in data and b"oof/confusion_matrix" in data
     report = json.loads((experiment / "runs" / "e2e" / "oof_scores.json").read_text())
     assert report["images"] == 300 * 7  # every training image is out-of-fold exactly once
     assert 0 < report["f1"] <= 1 and 0 < report["accuracy"] <= 1
