@@ -36,7 +36,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="quick-demo-"))
     try:
         start = time.perf_counter()
-        subprocess.run([*COMMAND, "--predict", "--wandb", "disabled"], cwd=work, check=True)
+        subprocess.run([*COMMAND, "--predict"], cwd=work, check=True)  # exactly the README command
         wall = time.perf_counter() - start
         exp = work / "runs" / "quick"
         oof = json.loads((exp / "oof_scores.json").read_text())
