@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from callbacks.wandb_run import log_report
 from configs.config import TASK_NAMES, Config, ConfigError, load_config
 from datamodules.dataset import ImageDataset, seed_worker
-from datamodules.errors import DataError
+from datamodules.errors import DataError, run_cli
 from datamodules.layout import read_eval
 from datamodules.transforms import eval_transforms
 from lightning_modules.ensemble import combine_heads, merge
@@ -82,7 +82,7 @@ def predict_group(models: list[TaskModule], files: list[str], ids: list[str], hf
     workers = cfg.loader.num_workers
     loader = DataLoader(
         ImageDataset(files, ids, transform),
-        batch_size=cfg.loader.batch_size * 2,
+        batch_size=cfg.loader.batch_size,
         num_workers=workers,
         worker_init_fn=seed_worker if workers else None,
         pin_memory=first.device.type == "cuda",
@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="data holding eval/ (default: the checkpoints' data.dir)")
     p.add_argument("--out", help="submission file (default: runs/<exp>/submission.csv)")
     p.add_argument("--oof", action="store_true", help="score the out-of-fold predictions instead")
-    p.add_argument("--batch-size", type=int, help="images per batch (default: 2 x loader.batch_size)")
+    p.add_argument("--batch-size", type=int, help="images per batch (default: loader.batch_size)")
     p.add_argument("--workers", type=int, help="DataLoader workers (default: loader.num_workers)")
     p.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"], help="log the OOF report")
     p.add_argument("--config", action="append", default=[], metavar="FILE")
@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> dict:
     if not exp_dir.is_dir():
         raise DataError(f"experiment {exp_dir} does not exist: train first (python train.py --exp {exp})")
     if args.batch_size:
-        cfg.loader.batch_size = max(1, args.batch_size // 2)
+        cfg.loader.batch_size = args.batch_size
     if args.workers is not None:
         cfg.loader.num_workers = args.workers
     if args.oof:
@@ -229,14 +229,7 @@ def run(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        run(args)
-    except (ConfigError, DataError) as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(lambda: run(args), args.debug)
 
 
 if __name__ == "__main__":

@@ -23,9 +23,9 @@ from callbacks.checkpoints import BEST, LAST, training_callbacks
 from callbacks.oof_writer import OOFWriter
 from callbacks.wandb_media import WandbMediaCallback
 from callbacks.wandb_run import finish_wandb, start_wandb_logger
-from configs.config import TASK_NAMES, Config, ConfigError, load_config, save_config
+from configs.config import TASK_NAMES, Config, load_config, save_config
 from datamodules.datamodule import MaskDataModule, parse_fold
-from datamodules.errors import DataError
+from datamodules.errors import run_cli
 from datamodules.prepare import prepare
 from datamodules.summary import summarize
 from lightning_modules.optim import accumulation
@@ -177,30 +177,27 @@ def config_from_args(args: argparse.Namespace, task: str | None) -> Config:
     return cfg
 
 
+def run(args: argparse.Namespace) -> None:
+    base = config_from_args(args, None)
+    jobs = expand(args.task, args.fold, base.data.n_folds)
+    print(summarize(prepare(base, progress=base.trainer.progress_bar)), flush=True)
+    if args.prepare_only:
+        return
+    for task, fold in jobs:
+        train(config_from_args(args, task), task, fold, resume=args.resume)
+    if args.predict:
+        import predict
+
+        exp_dir = Path(base.runs_dir) / base.exp
+        if any(exp_dir.glob("*/fold*/oof.csv")):
+            predict.write_oof_report(base, exp_dir)
+        predict.write_submission(base, exp_dir, data_dir=str(base.data.dir))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        base = config_from_args(args, None)
-        jobs = expand(args.task, args.fold, base.data.n_folds)
-        print(summarize(prepare(base, progress=base.trainer.progress_bar)), flush=True)
-        if args.prepare_only:
-            return 0
-        for task, fold in jobs:
-            train(config_from_args(args, task), task, fold, resume=args.resume)
-        if args.predict:
-            import predict
-
-            exp_dir = Path(base.runs_dir) / base.exp
-            if any(exp_dir.glob("*/fold*/oof.csv")):
-                predict.write_oof_report(base, exp_dir)
-            predict.write_submission(base, exp_dir, data_dir=str(base.data.dir))
-    except (ConfigError, DataError) as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(lambda: run(args), args.debug)
 
 
 if __name__ == "__main__":

@@ -39,20 +39,19 @@ class EpochMetricsCSV(pl.Callback):
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.rows: list[dict] = []
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if not k.endswith("_step")}
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step, **metrics}
-        self.rows = [r for r in self._read() if r["epoch"] != str(row["epoch"])] + [row]
-        keys = list(dict.fromkeys(k for r in self.rows for k in r))
+        rows = [r for r in self._read() if r["epoch"] != str(row["epoch"])] + [row]  # a resumed epoch replaces
+        keys = list(dict.fromkeys(k for r in rows for k in r))
         tmp = self.path.with_name(self.path.name + ".tmp")
         with tmp.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=keys)
             writer.writeheader()
-            writer.writerows(self.rows)
+            writer.writerows(rows)
         tmp.replace(self.path)
 
     def _read(self) -> list[dict]:

@@ -34,8 +34,11 @@ def _init_run(cfg: Config, mode: str, **kwargs):
     """``wandb.init`` that falls back to offline, with one warning, when an online run cannot start."""
     import wandb
 
-    Path(cfg.wandb.dir).mkdir(parents=True, exist_ok=True)
-    kwargs = dict(project=cfg.wandb.project, entity=cfg.wandb.entity, dir=cfg.wandb.dir, **kwargs)
+    # absolute: W&B's background service resolves a relative dir against its own working directory,
+    # which is wherever the first run of this process started
+    run_dir = Path(cfg.wandb.dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    kwargs = dict(project=cfg.wandb.project, entity=cfg.wandb.entity, dir=str(run_dir), **kwargs)
     settings = wandb.Settings(init_timeout=INIT_TIMEOUT_S, silent=True)
     try:
         run = wandb.init(mode=mode, settings=settings, reinit="finish_previous", **kwargs)

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, train_test_split
 
+from datamodules.errors import DataError
 from datamodules.labels import age_group
 
 SPLIT_STRATA_CUTS = (30, 60)
@@ -28,12 +29,16 @@ def person_folds(people: pd.DataFrame, n_folds: int, seed: int) -> pd.Series:
     """Fold index (0..n_folds-1) per person; every person in exactly one fold, strata spread evenly."""
     people = people.reset_index(drop=True)
     if len(people) < n_folds:
-        raise ValueError(f"{len(people)} people cannot make {n_folds} folds")
+        raise DataError(f"{len(people)} people cannot make {n_folds} folds: lower data.n_folds")
+    strata = _strata(people)
+    if np.bincount(strata).max() >= n_folds:
+        splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    else:  # a tiny data set: no stratum fills every fold, so split people without stratifying
+        splitter = GroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     folds = np.full(len(people), -1)
-    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():  # a stratum smaller than k is fine: it lands in fewer folds
         warnings.filterwarnings("ignore", message="The least populated class")
-        for k, (_, val) in enumerate(splitter.split(people, _strata(people), groups=people["person"])):
+        for k, (_, val) in enumerate(splitter.split(people, strata, groups=people["person"])):
             folds[val] = k
     return pd.Series(folds, index=people["person"], name="fold")
 

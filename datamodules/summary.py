@@ -48,22 +48,23 @@ def summarize(data: PreparedData) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from configs.config import ConfigError, load_config
-    from datamodules.errors import DataError
+    from configs.config import load_config
+    from datamodules.errors import run_cli
     from datamodules.prepare import prepare
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", action="append", default=[])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--data-dir")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for data and config errors")
     args = parser.parse_args(argv)
-    try:
-        overrides = args.set + ([f"data.dir={args.data_dir}"] if args.data_dir else [])
-        print(summarize(prepare(load_config(None, args.config, overrides))))
-    except (ConfigError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    def work() -> None:
+        cfg = load_config(None, args.config, args.set)
+        cfg.data.dir = args.data_dir or cfg.data.dir
+        print(summarize(prepare(cfg)))
+
+    return run_cli(work, args.debug)
 
 
 if __name__ == "__main__":

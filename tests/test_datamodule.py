@@ -119,3 +119,12 @@ def test_a_broken_eval_set_stops_before_training(layout, tmp_path):
     info.write_text(info.read_text() + "0123456789abcdef0123456789abcdef01234567.jpg,0\n")
     with pytest.raises(DataError, match="0123456789abcdef0123456789abcdef01234567.jpg' is not in"):
         prepare(tiny_config(layout, tmp_path / "cache"), progress=False)
+
+
+def test_summary_command(layout, tmp_path, capsys):
+    from datamodules.summary import main
+
+    assert main(["--data-dir", str(layout), "--set", f"data.cache_dir={tmp_path / 'cache'}"]) == 0
+    assert "12 people, 84 images" in capsys.readouterr().out
+    assert main(["--data-dir", str(layout / "train")]) == 2
+    assert "point --data-dir at its parent" in capsys.readouterr().err
