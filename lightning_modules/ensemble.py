@@ -20,7 +20,6 @@ def hard_vote(probs: np.ndarray) -> np.ndarray:
     scaled below one vote, renormalised to sum to 1 so they can still be combined like probabilities.
     """
     probs = np.asarray(probs, dtype=np.float64)
-    n_models, _, n_classes = probs.shape
     votes = np.zeros(probs.shape[1:])
     for model_probs in probs:
         votes[np.arange(len(votes)), model_probs.argmax(1)] += 1
