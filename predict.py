@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from callbacks.wandb_run import log_report
 from configs.config import TASK_NAMES, Config, ConfigError, load_config
+from datamodules.atomic import atomic_path, write_text_atomic
 from datamodules.dataset import ImageDataset, seed_worker
 from datamodules.errors import DataError, run_cli
 from datamodules.layout import read_eval
@@ -138,16 +139,8 @@ def predict_eval(
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, index=False, float_format="%.6f")
-    tmp.replace(path)
-
-
-def write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6f")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,7 +165,7 @@ def write_oof_report(cfg: Config, exp_dir: Path) -> dict:
     """Score the experiment's out-of-fold predictions; write oof_scores.json and oof_confusion.png, and log
     them to W&B when it is on."""
     report = score_oof(exp_dir, exp_dir / "oof_confusion.png")
-    write_text(exp_dir / "oof_scores.json", json.dumps(report, indent=2))
+    write_text_atomic(exp_dir / "oof_scores.json", json.dumps(report, indent=2))
     log_report(cfg, "oof", report, {"oof/confusion_matrix": exp_dir / "oof_confusion.png"})
     print(
         f"out-of-fold: 18-class macro F1 {report['f1']:.4f}, accuracy {report['accuracy']:.4f} over "
@@ -203,7 +196,7 @@ def write_submission(
     if truth.is_file():
         report["eval"] = score_predictions(probs, pd.read_csv(truth))
         print(f"eval vs {truth}: macro F1 {report['eval']['f1']:.4f}, accuracy {report['eval']['accuracy']:.4f}")
-    write_text(exp_dir / "predict_report.json", json.dumps(report, indent=2))
+    write_text_atomic(exp_dir / "predict_report.json", json.dumps(report, indent=2))
     return report
 
 

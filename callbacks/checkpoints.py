@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
 from configs.config import Config
+from datamodules.atomic import atomic_path
 
 BEST = "best"  # best.ckpt: the best by val/f1, or the final one when there is no validation
 LAST = "last"  # last.ckpt: where --resume continues from (ModelCheckpoint's own name for it)
@@ -47,12 +48,10 @@ class EpochMetricsCSV(pl.Callback):
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step, **metrics}
         rows = [r for r in self._read() if r["epoch"] != str(row["epoch"])] + [row]  # a resumed epoch replaces
         keys = list(dict.fromkeys(k for r in rows for k in r))
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w", newline="") as f:
+        with atomic_path(self.path) as tmp, tmp.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=keys)
             writer.writeheader()
             writer.writerows(rows)
-        tmp.replace(self.path)
 
     def _read(self) -> list[dict]:
         if not self.path.is_file():

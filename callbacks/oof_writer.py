@@ -9,6 +9,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
+from datamodules.atomic import atomic_path
+
 OOF_COLUMNS = ["person", "image", "stem", "fold", "label"]
 
 
@@ -35,6 +37,5 @@ class OOFWriter(BasePredictionWriter):
         out = self.frame[["person", "image", "stem", "fold"]].reset_index(drop=True).copy()
         out["label"] = self.frame[self.label_column].to_numpy()
         out[prob_columns(probs.shape[1])] = probs
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        out.to_csv(tmp, index=False, float_format="%.6f")
-        tmp.replace(self.path)
+        with atomic_path(self.path) as tmp:
+            out.to_csv(tmp, index=False, float_format="%.6f")

@@ -7,6 +7,8 @@ import json
 import os
 from pathlib import Path
 
+from datamodules.atomic import write_text_atomic
+
 
 def data_fingerprint(data_dir: str | Path) -> str:
     """Hex digest over train.csv, eval/info.csv and the relative path and size of every image file.
@@ -38,6 +40,4 @@ def cache_dir_for(cache_root: str | Path, fingerprint: str) -> Path:
 
 
 def write_json_atomic(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(data, indent=2))

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, train_test_split
 
+from datamodules.atomic import atomic_path
 from datamodules.errors import DataError
 from datamodules.labels import age_group
 
@@ -70,9 +71,8 @@ def load_or_make_splits(people: pd.DataFrame, cache: Path, n_folds: int, fractio
             "holdout": holdout_split(people, fraction, seed).to_numpy(),
         }
     )
-    tmp = path.with_name(path.name + ".tmp")
-    splits.to_csv(tmp, index=False)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        splits.to_csv(tmp, index=False)
     return splits
 
 
