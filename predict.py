@@ -17,17 +17,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from callbacks.wandb_run import log_report
-from configs.config import TASK_NAMES, Config, ConfigError, load_config
+from configs.config import MULTIHEAD, TASK_NAMES, Config, ConfigError, load_config
 from datamodules.atomic import atomic_path, write_text_atomic
-from datamodules.dataset import ImageDataset, seed_worker
+from datamodules.datamodule import make_loader
+from datamodules.dataset import ImageDataset, worker_death
 from datamodules.errors import DataError, run_cli
 from datamodules.layout import read_eval
-from datamodules.transforms import eval_transforms
+from datamodules.prepare import eval_cache
+from datamodules.transforms import eval_augment, geometry_only
 from lightning_modules.ensemble import combine_heads, merge
+from lightning_modules.multihead import MultiHeadModule
 from lightning_modules.scoring import score_oof, score_predictions
 from lightning_modules.task_module import TaskModule
 
@@ -38,8 +40,9 @@ CHECKPOINT = "best.ckpt"
 def find_checkpoints(exp_dir: Path, folds: list[str] | None) -> dict[str, list[Path]]:
     """``task -> [fold checkpoints]``; an error naming each task that has none."""
     found = {}
+    shared = sorted((exp_dir / MULTIHEAD).glob(f"fold*/{CHECKPOINT}"))  # a multihead model serves every task
     for task in TASK_NAMES:
-        ckpts = sorted((exp_dir / task).glob(f"fold*/{CHECKPOINT}"))
+        ckpts = sorted((exp_dir / task).glob(f"fold*/{CHECKPOINT}")) + shared
         if folds is not None:
             ckpts = [c for c in ckpts if c.parent.name.removeprefix("fold") in folds]
         found[task] = ckpts
@@ -53,8 +56,9 @@ def find_checkpoints(exp_dir: Path, folds: list[str] | None) -> dict[str, list[P
     return found
 
 
-def load_model(path: Path, device: torch.device) -> TaskModule:
-    model = TaskModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+def load_model(path: Path, device: torch.device) -> TaskModule | MultiHeadModule:
+    cls = MultiHeadModule if path.parent.parent.name == MULTIHEAD else TaskModule
+    model = cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     model.eval().to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -69,35 +73,40 @@ def preprocessing_key(model: TaskModule) -> str:
 
 def check_compatible(models: dict[Path, TaskModule]) -> None:
     """The age models of one submission must share their age cuts (other heads do not use them)."""
-    age = {p: tuple(m.cfg.data.age_cuts) for p, m in models.items() if m.task.name == "age"}
+    age = {p: tuple(m.cfg.data.age_cuts) for p, m in models.items() if "age" in m.head_slices()}
     if len(set(age.values())) > 1:
         listing = "; ".join(f"{p}: {list(c)}" for p, c in age.items())
         raise DataError(f"the age checkpoints were trained with different age cuts ({listing}): pass --folds")
 
 
 @torch.inference_mode()
-def predict_group(models: list[TaskModule], files: list[str], ids: list[str], hflip: bool, cfg: Config) -> list:
-    """Probabilities of each model over ``files`` for one view; one data pass shared by all models."""
+def predict_group(models: list[TaskModule], frame: pd.DataFrame, views: list[bool], cfg: Config, data_dir: Path):
+    """Probabilities of each model over ``frame``'s images, one array per (model, view); the models share
+    their preprocessing, so each batch is read once (from the image cache) and fed to every model in both
+    views (the flip is done on the GPU)."""
     first = models[0]
-    transform = eval_transforms(first.cfg.augment, first.hparams.mean, first.hparams.std, hflip)
-    workers = cfg.loader.num_workers
-    loader = DataLoader(
-        ImageDataset(files, ids, transform),
-        batch_size=cfg.loader.batch_size,
-        num_workers=workers,
-        worker_init_fn=seed_worker if workers else None,
-        pin_memory=first.device.type == "cuda",
-    )
-    outputs: list[list[torch.Tensor]] = [[] for _ in models]
+    aug = first.cfg.augment
+    cache = eval_cache(cfg, data_dir, frame["file"].tolist(), aug)
+    dataset = ImageDataset(frame["file"], frame["ImageID"], eval_augment(), geometry=geometry_only(aug), cache=cache)
+    loader = make_loader(cfg, dataset, persistent=False)
+    outputs: list[list[list[torch.Tensor]]] = [[[] for _ in views] for _ in models]
     device = first.device
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    view = "flip" if hflip else "plain"
-    for images, _ in tqdm(loader, desc=f"predicting ({len(models)} models, {view})", unit="batch"):
-        images = images.to(device, non_blocking=True)
-        with autocast:
-            for out, model in zip(outputs, models, strict=True):
-                out.append(model(images).float().softmax(1).cpu())
-    return [torch.cat(o).numpy() for o in outputs]
+    desc = f"predicting ({len(models)} models x {len(views)} views)"
+    try:
+        for images, _ in tqdm(loader, desc=desc, unit="batch", disable=not cfg.trainer.progress_bar):
+            images = images.to(device, non_blocking=True)
+            with autocast:
+                for v, hflip in enumerate(views):
+                    view = images.flip(-1) if hflip else images
+                    for out, model in zip(outputs, models, strict=True):
+                        out[v].append(model.probabilities(view))
+    except (RuntimeError, ConnectionError, EOFError) as exc:
+        died = worker_death(exc, [dataset])
+        if died is None:
+            raise
+        raise died from None
+    return [[torch.cat(o).cpu().numpy() for o in per_view] for per_view in outputs]
 
 
 def predict_eval(
@@ -119,17 +128,15 @@ def predict_eval(
     for path, model in models.items():
         groups[preprocessing_key(model)].append(path)
     views = [False, True] if tta == "flip" else [False]
-    per_model: dict[Path, list[np.ndarray]] = defaultdict(list)
-    files, ids = frame["file"].tolist(), frame["ImageID"].tolist()
+    per_model: dict[Path, list[np.ndarray]] = {}
     for paths in groups.values():
-        for hflip in views:
-            probs = predict_group([models[p] for p in paths], files, ids, hflip, cfg)
-            for p, pr in zip(paths, probs, strict=True):
-                per_model[p].append(pr)
-    out = pd.DataFrame({"ImageID": ids})
+        probs = predict_group([models[p] for p in paths], frame, views, cfg, data_dir)
+        per_model.update(zip(paths, probs, strict=True))
+    out = pd.DataFrame({"ImageID": frame["ImageID"].tolist()})
     merged = {}
     for task, paths in checkpoints.items():
-        stacked = np.stack([np.mean(per_model[p], axis=0) for p in paths])  # TTA views averaged per model
+        # TTA views averaged per model; a multihead model's columns of this task
+        stacked = np.stack([np.mean(per_model[p], axis=0)[:, models[p].head_slices()[task]] for p in paths])
         merged[task] = merge(stacked, ensemble)
         for k in range(merged[task].shape[1]):
             out[f"{task}_{k}"] = merged[task][:, k]

@@ -9,7 +9,9 @@ Outputs go to ``runs/<exp>/<task>/fold<k>/``: best.ckpt, last.ckpt, config.yaml,
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import re
 import sys
 import warnings
@@ -18,20 +20,27 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import TQDMProgressBar
+from pytorch_lightning.utilities import rank_zero_only
 
 from callbacks.checkpoints import BEST, LAST, training_callbacks
 from callbacks.oof_writer import OOFWriter
 from callbacks.wandb_media import WandbMediaCallback
 from callbacks.wandb_run import finish_wandb, start_wandb_logger
-from configs.config import TASK_NAMES, Config, load_config, save_config
+from configs.config import MULTIHEAD, TASK_NAMES, Config, ConfigError, load_config, save_config
+from datamodules.atomic import write_text_atomic
 from datamodules.datamodule import MaskDataModule, parse_fold
-from datamodules.errors import run_cli
-from datamodules.prepare import prepare
+from datamodules.dataset import worker_death
+from datamodules.errors import DataError, run_cli
+from datamodules.labels import TASKS
+from datamodules.prepare import PreparedData, prepare
 from datamodules.summary import summarize
+from lightning_modules.multihead import MultiHeadModule
 from lightning_modules.optim import accumulation
 from lightning_modules.task_module import TaskModule
 
 log = logging.getLogger("train")
+DONE = "done.json"  # written last: the run finished (a resumed --fold all skips it)
 QUIET = (  # Lightning's advice that does not apply here
     r".*exists and is not empty.*",
     r".*litlogger.*",
@@ -46,6 +55,13 @@ def quiet_lightning() -> None:
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
         lambda record: not any(re.match(p, record.getMessage(), re.S) for p in QUIET)
     )
+
+
+def main_process() -> bool:
+    """False in the other processes of a multi-device run. Lightning's DDP launcher starts them from inside rank
+    0's ``trainer.fit`` by re-running this script with LOCAL_RANK set; they find the data rank 0 prepared and
+    follow its decisions, and only rank 0 prints, logs to W&B and writes the run directory's files."""
+    return rank_zero_only.rank == 0
 
 
 def run_dir(cfg: Config, task: str, fold: int | str) -> Path:
@@ -68,14 +84,80 @@ def hardware(cfg: Config) -> dict:
     }
 
 
-def train(cfg: Config, task: str, fold: int | str, resume: bool = False) -> Path:
-    """Train ``task`` on ``fold``; return its run directory."""
+RESULTS = (f"{BEST}.ckpt", f"{LAST}.ckpt", "oof.csv", DONE)
+
+
+def claim_run_dir(out: Path, resume: bool, overwrite: bool, max_epochs: int) -> bool:
+    """Make ``out`` ready for a run; False when ``resume`` finds the run finished already (with at least
+    ``max_epochs``: a larger one trains on from last.ckpt). An earlier run's results are never replaced
+    unless ``overwrite``."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / ".write-check", "")
+        (out / ".write-check").unlink()
+    except OSError as exc:
+        raise DataError(
+            f"cannot write the run directory {out} ({exc.strerror or exc}): choose another runs_dir "
+            "(--set runs_dir=DIR) or fix its permissions"
+        ) from None
+    found = [name for name in RESULTS if (out / name).exists()]
+    if resume:
+        if DONE not in found:
+            return True
+        try:
+            finished = json.loads((out / DONE).read_text()).get("max_epochs", 0)
+        except (OSError, ValueError):
+            finished = 0
+        if finished >= max_epochs:
+            return False
+        (out / DONE).unlink()  # more epochs asked for: not finished any more
+        return True
+    if found and not overwrite:
+        raise DataError(
+            f"{out} already holds an earlier run ({', '.join(found)}): pass --resume to continue it (finished "
+            "runs are skipped), --overwrite to replace it, or --exp NAME for a new experiment"
+        )
+    for name in found:
+        (out / name).unlink()
+    return True
+
+
+def build_model(cfg: Config, task: str, dm: MaskDataModule) -> pl.LightningModule:
+    """The task's classifier, or for ``multihead`` the shared backbone with a head per task."""
+    frame = dm.train_frame
+    if task == MULTIHEAD:
+        counts = {t: np.bincount(frame[TASKS[t].column], minlength=TASKS[t].num_classes).tolist() for t in TASKS}
+        counts["class18"] = np.bincount(frame["label"], minlength=18).tolist()
+        return MultiHeadModule(cfg.to_dict(), *dm.mean_std, class_counts=counts, fingerprint=dm.data.fingerprint)
+    counts = np.bincount(dm.labels(frame), minlength=dm.task.num_classes).tolist()
+    return TaskModule(task, cfg.to_dict(), *dm.mean_std, class_counts=counts, fingerprint=dm.data.fingerprint)
+
+
+def train(
+    cfg: Config,
+    task: str,
+    fold: int | str,
+    resume: bool = False,
+    overwrite: bool = False,
+    data: PreparedData | None = None,
+    callbacks: list[pl.Callback] = (),
+) -> Path:
+    """Train ``task`` on ``fold``; return its run directory. With ``resume``, continue from last.ckpt, or
+    skip the run when it finished already. ``data``: ``prepare(cfg)``'s result, when the caller has it;
+    ``callbacks``: more Lightning callbacks (e.g. a timer)."""
     fold = parse_fold(fold, cfg.data.n_folds)
     out = run_dir(cfg, task, fold)
-    out.mkdir(parents=True, exist_ok=True)
+    main = main_process()  # the other processes start after rank 0's claim, and only follow it
+    if main:
+        go = claim_run_dir(out, resume, overwrite, cfg.trainer.max_epochs)
+    else:
+        go = not (resume and (out / DONE).is_file())
+    if not go:
+        log.info("%s fold %s finished already (%s): skipping it", task, fold, out / DONE)
+        return out
     quiet_lightning()
     pl.seed_everything(cfg.seed, workers=True)
-    dm = MaskDataModule(cfg, task, fold, progress=cfg.trainer.progress_bar)
+    dm = MaskDataModule(cfg, task, fold, progress=cfg.trainer.progress_bar, data=data)
     dm.prepare_data()
     dm.setup("fit")
     validate = len(dm.val_frame) > 0
@@ -94,19 +176,23 @@ def train(cfg: Config, task: str, fold: int | str, resume: bool = False) -> Path
         hw["accelerator"],
         hw["precision"],
     )
-    counts = np.bincount(dm.labels(dm.train_frame), minlength=dm.task.num_classes).tolist()
-    model = TaskModule(task, cfg.to_dict(), *dm.mean_std, class_counts=counts, fingerprint=dm.data.fingerprint)
+    model = build_model(cfg, task, dm)
     if hw["accelerator"] == "gpu":
         model = model.to(memory_format=torch.channels_last)
-    save_config(cfg, out / "config.yaml")
-    logger = start_wandb_logger(cfg, task, fold)
+        if cfg.trainer.compile:
+            model.model.compile()  # in place: the checkpoint's parameter names stay the same
+    if main:
+        save_config(cfg, out / "config.yaml")
+    logger = start_wandb_logger(cfg, task, fold) if main else None
     try:
-        callbacks = training_callbacks(cfg, out, validate, lr_monitor=logger is not None)
+        callbacks = [*training_callbacks(cfg, out, validate, lr_monitor=logger is not None), *callbacks]
         if validate:
             callbacks += [
                 OOFWriter(out / "oof.csv", dm.val_frame, dm.task.column),
                 WandbMediaCallback(dm.val_frame["file"].tolist(), dm.task.classes, cfg.trainer.worst_images),
             ]
+        if cfg.trainer.progress_bar:  # a bar update reads the loss (a GPU sync): not every step on CUDA
+            callbacks.append(TQDMProgressBar(refresh_rate=10 if hw["accelerator"] == "gpu" else 1))
         trainer = pl.Trainer(
             max_epochs=cfg.trainer.max_epochs,
             callbacks=callbacks,
@@ -126,7 +212,20 @@ def train(cfg: Config, task: str, fold: int | str, resume: bool = False) -> Path
         ckpt_path = str(last) if resume and last.is_file() else None
         if resume and ckpt_path is None:
             log.info("no %s to resume from: starting %s fold %s afresh", last, task, fold)
-        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+        try:
+            trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+        except torch.cuda.OutOfMemoryError:
+            half = max(1, cfg.loader.batch_size // 2)
+            raise ConfigError(
+                f"the GPU ran out of memory at loader.batch_size={cfg.loader.batch_size}: pass --set "
+                f"loader.batch_size={half} (gradient accumulation keeps the effective batch at "
+                f"{cfg.trainer.effective_batch}), then --resume"
+            ) from None
+        except (RuntimeError, ConnectionError, EOFError) as exc:
+            died = worker_death(exc, dm.datasets)
+            if died is None:
+                raise
+            raise died from None
         if validate:
             trainer.predict(
                 model,
@@ -138,6 +237,11 @@ def train(cfg: Config, task: str, fold: int | str, resume: bool = False) -> Path
     finally:
         if logger is not None:
             finish_wandb()
+    best = trainer.checkpoint_callback.best_model_score if validate else None
+    summary = {"task": task, "fold": str(fold), "global_step": trainer.global_step}
+    summary["max_epochs"] = cfg.trainer.max_epochs
+    if main:
+        write_text_atomic(out / DONE, json.dumps({**summary, "val_f1_best": None if best is None else float(best)}))
     log.info("%s fold %s done: %s", task, fold, out)
     return out
 
@@ -151,22 +255,31 @@ def expand(task: str, fold: str, n_folds: int) -> list[tuple[str, int | str]]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", default="all", choices=[*TASK_NAMES, "all"])
+    p.add_argument("--task", default="all", choices=[*TASK_NAMES, "all", MULTIHEAD], help="all: the three separately")
     p.add_argument("--fold", default="all", help="a fold index, all, holdout or full (default: all)")
     p.add_argument("--config", action="append", default=[], metavar="FILE", help="YAML settings (repeatable)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting")
     p.add_argument("--data-dir", help="the competition data (holding train/ and eval/)")
     p.add_argument("--exp", help="experiment name: outputs under runs/<exp>/")
     p.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"])
-    p.add_argument("--resume", action="store_true", help="continue each run from its last.ckpt")
+    p.add_argument("--resume", action="store_true", help="continue each run from its last.ckpt; skip finished ones")
+    p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run of the same exp")
+    p.add_argument("--skip-bad", action="store_true", help="leave out undecodable training images (with a warning)")
     p.add_argument("--predict", action="store_true", help="then score out-of-fold and write the submission")
     p.add_argument("--prepare-only", action="store_true", help="prepare and summarise the data, then stop")
+    p.add_argument("--devices", type=int, metavar="N", help="train each model on N devices (trainer.devices)")
+    p.add_argument("--strategy", metavar="NAME", help="Lightning strategy, e.g. ddp (trainer.strategy)")
+    p.add_argument("--gpus", help="e.g. 0,1,2,3: run the (task, fold) jobs in parallel, one process per GPU")
     p.add_argument("--debug", action="store_true", help="show tracebacks for data and config errors")
     return p
 
 
 def config_from_args(args: argparse.Namespace, task: str | None) -> Config:
     overrides = list(args.set)
+    if args.devices is not None:
+        overrides.append(f"trainer.devices={args.devices}")
+    if args.strategy is not None:
+        overrides.append(f"trainer.strategy={args.strategy}")
     cfg = load_config(task, args.config, overrides)
     if args.data_dir:
         cfg.data.dir = args.data_dir
@@ -174,18 +287,43 @@ def config_from_args(args: argparse.Namespace, task: str | None) -> Config:
         cfg.exp = args.exp
     if args.wandb:
         cfg.wandb.mode = args.wandb
+    if args.skip_bad:
+        cfg.data.skip_bad = True
+    if os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"):  # a trial of a W&B sweep
+        cfg.exp = f"{cfg.exp}-{os.environ['WANDB_RUN_ID']}"  # its own directory: agents never collide
     return cfg
+
+
+def data_key(cfg: Config) -> str:
+    """Every setting that ``prepare`` reads: jobs with the same key share one prepared data set."""
+    return json.dumps([cfg.to_dict()["data"], cfg.to_dict()["augment"], cfg.model.pretrained, cfg.seed])
 
 
 def run(args: argparse.Namespace) -> None:
     base = config_from_args(args, None)
     jobs = expand(args.task, args.fold, base.data.n_folds)
-    print(summarize(prepare(base, progress=base.trainer.progress_bar)), flush=True)
+    prepared = {data_key(base): prepare(base, progress=base.trainer.progress_bar)}
+    if main_process():
+        print(summarize(prepared[data_key(base)]), flush=True)
+    for task in dict.fromkeys(t for t, _ in jobs):
+        cfg = config_from_args(args, task)
+        key = data_key(cfg)  # a task's own settings may change the data (its age cuts): prepared once each
+        if key not in prepared:
+            prepared[key] = prepare(cfg, progress=cfg.trainer.progress_bar)
     if args.prepare_only:
         return
-    for task, fold in jobs:
-        train(config_from_args(args, task), task, fold, resume=args.resume)
-    if args.predict:
+    if args.gpus:  # one train.py process per GPU; the data (caches included) is prepared above, once
+        import jobs as job_runner
+
+        gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
+        passthrough = job_runner.strip_job_args(args.argv)
+        log_dir = Path(base.runs_dir) / base.exp / "logs"
+        job_runner.run_jobs([(t, str(f)) for t, f in jobs], gpus, passthrough, log_dir)
+    else:
+        for task, fold in jobs:
+            cfg = config_from_args(args, task)
+            train(cfg, task, fold, resume=args.resume, overwrite=args.overwrite, data=prepared[data_key(cfg)])
+    if args.predict and main_process():
         import predict
 
         exp_dir = Path(base.runs_dir) / base.exp
@@ -194,9 +332,24 @@ def run(args: argparse.Namespace) -> None:
         predict.write_submission(base, exp_dir, data_dir=str(base.data.dir))
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Options, plus ``--section.key=value`` as a shorthand for ``--set section.key=value`` (the form a W&B
+    sweep agent passes its parameters in)."""
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, extra = parser.parse_known_args(argv)
+    args.argv = argv
+    for item in extra:
+        key, sep, _ = item.removeprefix("--").partition("=")
+        if not (item.startswith("--") and sep and "." in key):
+            parser.error(f"unrecognized argument: {item} (settings go as --set key=value or --section.key=value)")
+        args.set.append(item.removeprefix("--"))
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO if main_process() else logging.WARNING, format="%(message)s")
     return run_cli(lambda: run(args), args.debug)
 
 

@@ -1,4 +1,5 @@
-"""Checkpointing, early stopping and learning-rate monitoring on ``val/f1``, and per-epoch metrics as CSV."""
+"""Checkpointing (``best.ckpt`` on ``val/f1``, ``last.ckpt`` for ``--resume``), early stopping, learning-rate
+monitoring, and per-epoch metrics as CSV."""
 
 from __future__ import annotations
 
@@ -6,26 +7,29 @@ import csv
 from pathlib import Path
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor
 
+from callbacks.resume import AtomicModelCheckpoint, LastCheckpoint, SamplerPosition
 from configs.config import Config
 from datamodules.atomic import atomic_path
 
 BEST = "best"  # best.ckpt: the best by val/f1, or the final one when there is no validation
-LAST = "last"  # last.ckpt: where --resume continues from (ModelCheckpoint's own name for it)
+LAST = "last"  # last.ckpt: where --resume continues from (every N optimizer steps, each epoch end, on SIGTERM)
 
 
 def training_callbacks(cfg: Config, run_dir: Path, validate: bool, lr_monitor: bool) -> list[pl.Callback]:
     callbacks: list[pl.Callback] = [
-        ModelCheckpoint(
+        AtomicModelCheckpoint(
             dirpath=run_dir,
             filename=BEST,
             monitor="val/f1" if validate else None,
             mode="max",
             save_top_k=1,
-            save_last=True,
+            save_last=False,  # ModelCheckpoint writes "last" only when the best improves: LastCheckpoint does
             enable_version_counter=False,
         ),
+        LastCheckpoint(run_dir / f"{LAST}.ckpt", every_n_steps=cfg.trainer.checkpoint_every_n_steps),
+        SamplerPosition(),
         EpochMetricsCSV(run_dir / "metrics.csv"),
     ]
     if validate and cfg.trainer.early_stopping_patience > 0:

@@ -10,6 +10,7 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
 from datamodules.atomic import atomic_path
+from datamodules.shard import gather_rows
 
 OOF_COLUMNS = ["person", "image", "stem", "fold", "label"]
 
@@ -29,9 +30,12 @@ class OOFWriter(BasePredictionWriter):
         self.label_column = label_column
 
     def write_on_epoch_end(self, trainer, pl_module: pl.LightningModule, predictions, batch_indices) -> None:
+        probs = torch.cat(predictions).float()
+        if trainer.world_size > 1:  # each process predicted its own rows (ShardSampler): put them together
+            probs = self._gather(probs, batch_indices, pl_module.device)
         if not trainer.is_global_zero:
             return
-        probs = torch.cat(predictions).numpy()
+        probs = probs.cpu().numpy()
         if len(probs) != len(self.frame):
             raise RuntimeError(f"{len(probs)} predictions for {len(self.frame)} validation images")
         out = self.frame[["person", "image", "stem", "fold"]].reset_index(drop=True).copy()
@@ -39,3 +43,17 @@ class OOFWriter(BasePredictionWriter):
         out[prob_columns(probs.shape[1])] = probs
         with atomic_path(self.path) as tmp:
             out.to_csv(tmp, index=False, float_format="%.6f")
+
+    def _gather(self, probs: torch.Tensor, batch_indices, device: torch.device) -> torch.Tensor:
+        """Every process's predictions in the validation frame's row order, by the rows each one predicted (as
+        Lightning recorded them); an error unless every row is there exactly once. A collective call."""
+        rows = torch.tensor([i for batch in (batch_indices[0] if batch_indices else []) for i in batch]).long()
+        if len(rows) != len(probs):
+            raise RuntimeError(f"{len(probs)} predictions, but the rows of {len(rows)} are known: cannot order them")
+        probs, rows = gather_rows(probs.to(device), rows.to(device))
+        if not torch.equal(rows.cpu(), torch.arange(len(self.frame))):
+            raise RuntimeError(
+                f"the processes predicted {len(rows)} rows ({len(rows.unique())} distinct) for {len(self.frame)} "
+                "validation images: each must be predicted exactly once"
+            )
+        return probs

@@ -11,6 +11,7 @@ from configs.config import Config
 
 log = logging.getLogger(__name__)
 INIT_TIMEOUT_S = 60
+_state = {"online_failed": False, "offline_told": False}  # said once per process, not once per run
 
 
 def logged_in() -> bool:
@@ -30,7 +31,7 @@ def resolve_mode(mode: str) -> str:
     return mode
 
 
-def _init_run(cfg: Config, mode: str, **kwargs):
+def init_run(cfg: Config, mode: str, **kwargs):
     """``wandb.init`` that falls back to offline, with one warning, when an online run cannot start."""
     import wandb
 
@@ -40,13 +41,25 @@ def _init_run(cfg: Config, mode: str, **kwargs):
     run_dir.mkdir(parents=True, exist_ok=True)
     kwargs = dict(project=cfg.wandb.project, entity=cfg.wandb.entity, dir=str(run_dir), **kwargs)
     settings = wandb.Settings(init_timeout=INIT_TIMEOUT_S, silent=True)
+    if mode == "online" and _state["online_failed"]:
+        mode = "offline"  # it failed once in this process: the next runs do not wait for it again
     try:
         run = wandb.init(mode=mode, settings=settings, reinit="finish_previous", **kwargs)
     except Exception as exc:  # unreachable server, bad key: never stop the work for it
-        log.warning("W&B %s run could not start (%s); logging offline instead", mode, exc)
+        if mode != "online":
+            raise
+        _state["online_failed"] = True
+        log.warning(
+            "W&B online run could not start (%s): training goes on, logging offline (upload later with "
+            "`wandb sync %s`)",
+            exc,
+            run_dir,
+        )
         run = wandb.init(mode="offline", settings=settings, reinit="finish_previous", **kwargs)
-    if mode == "offline":
-        log.info("W&B is offline: the run is stored in %s; upload it later with `wandb sync`", run.dir)
+        mode = "offline"
+    if mode == "offline" and not _state["offline_told"]:
+        _state["offline_told"] = True
+        log.info("W&B is offline: runs are stored under %s; upload them later with `wandb sync`", run_dir)
     return run
 
 
@@ -57,7 +70,7 @@ def start_wandb_logger(cfg: Config, task: str, fold: int | str):
         return None
     from pytorch_lightning.loggers import WandbLogger
 
-    run = _init_run(
+    run = init_run(
         cfg,
         mode,
         group=f"{cfg.exp}-{task}",
@@ -76,7 +89,7 @@ def log_report(cfg: Config, name: str, report: dict, images: dict[str, Path]) ->
     try:
         import wandb
 
-        run = _init_run(cfg, mode, group=f"{cfg.exp}-eval", name=name, job_type="evaluate", config=cfg.to_dict())
+        run = init_run(cfg, mode, group=f"{cfg.exp}-eval", name=name, job_type="evaluate", config=cfg.to_dict())
         scalars = {k: v for k, v in report.items() if isinstance(v, int | float)}
         for key in ("task_f1", "fold_f1"):
             scalars.update({f"{key}/{k}": v for k, v in report.get(key, {}).items()})

@@ -17,6 +17,7 @@ import yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent
 TASK_NAMES = ("mask", "gender", "age")
+MULTIHEAD = "multihead"  # --task multihead: one backbone, the three heads trained together
 
 
 class ConfigError(ValueError):
@@ -49,6 +50,8 @@ class DataConfig:
     n_folds: int = 5
     holdout_fraction: float = 0.2
     validate_images: bool = True
+    skip_bad: bool = False  # exclude undecodable images (with a warning listing them) instead of stopping
+    cache_images: bool = True  # decode + resize + crop each image once into a uint8 memory map
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
@@ -66,8 +69,8 @@ class AugmentConfig:
 
 @dataclass
 class LoaderConfig:
-    batch_size: int = 64
-    num_workers: int = 4
+    batch_size: int = 128  # per device and step; accumulation makes up trainer.effective_batch
+    num_workers: int = -1  # -1: every usable core but one per device (at most 16)
     sampler: str = choice("balanced", "balanced", "shuffle")
 
 
@@ -86,6 +89,22 @@ class LossConfig:
     smoothing: float = 0.1
     gaussian_sigma: float = 0.5  # in age groups, for the ordinal "neighbouring group" smoothing
     class_weights: str = choice("none", "none", "balanced")
+
+
+@dataclass
+class MultiheadConfig:
+    """``--task multihead``: one backbone, a head per task trained together. Each head's loss is weighted;
+    its loss settings are the ``loss`` section's unless given here (e.g. ``multihead.age_loss.kind=gaussian``).
+    ``class18_weight > 0`` adds a fourth, 18-class head (an auxiliary loss, logged as ``val/f1_class18``)."""
+
+    mask_weight: float = 1.0
+    gender_weight: float = 1.0
+    age_weight: float = 1.0
+    class18_weight: float = 0.0
+    mask_loss: LossConfig | None = None
+    gender_loss: LossConfig | None = None
+    age_loss: LossConfig | None = None
+    class18_loss: LossConfig | None = None
 
 
 @dataclass
@@ -115,6 +134,8 @@ class TrainerConfig:
     deterministic: bool = False
     progress_bar: bool = True
     worst_images: int = 16  # rows of the W&B table of worst misclassified validation images
+    checkpoint_every_n_steps: int = 200  # also save last.ckpt every N optimizer steps (0: at epoch ends only)
+    compile: bool = False  # torch.compile the backbone (CUDA)
 
 
 @dataclass
@@ -135,6 +156,7 @@ class Config:
     loader: LoaderConfig = field(default_factory=LoaderConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    multihead: MultiheadConfig = field(default_factory=MultiheadConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
@@ -289,8 +311,8 @@ def validate(cfg: Config) -> None:
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{key}: must be at least 1, got {value}")
-    if cfg.loader.num_workers < 0:
-        raise ConfigError(f"loader.num_workers: must be 0 or more, got {cfg.loader.num_workers}")
+    if cfg.loader.num_workers < -1:
+        raise ConfigError(f"loader.num_workers: must be 0 or more (or -1: auto), got {cfg.loader.num_workers}")
     if cfg.augment.crop > min(cfg.augment.resize_height, cfg.augment.resize_width):
         raise ConfigError(
             f"augment.crop: {cfg.augment.crop} is larger than the resized image "
@@ -300,6 +322,9 @@ def validate(cfg: Config) -> None:
         p = getattr(cfg.augment, key)
         if not 0.0 <= p <= 1.0:
             raise ConfigError(f"augment.{key}: a probability between 0 and 1, got {p}")
+    for head in ("mask", "gender", "age", "class18"):
+        if getattr(cfg.multihead, f"{head}_weight") < 0:
+            raise ConfigError(f"multihead.{head}_weight: must be 0 or more")
     if not 0.0 <= cfg.loss.f1_weight <= 1.0:
         raise ConfigError(f"loss.f1_weight: must lie between 0 and 1, got {cfg.loss.f1_weight}")
     if not 0.0 < cfg.optim.gamma < 1.0:

@@ -3,19 +3,22 @@ batches of the evaluation images for prediction."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from configs.config import Config, ConfigError
+from configs.config import MULTIHEAD, Config, ConfigError
+from datamodules.cache import usable_cpus
 from datamodules.dataset import ImageDataset, seed_worker
 from datamodules.folds import select
-from datamodules.labels import TASKS
+from datamodules.labels import MULTIHEAD_TASK, TASKS
 from datamodules.layout import read_eval
-from datamodules.prepare import PreparedData, prepare
+from datamodules.prepare import PreparedData, eval_cache, prepare
 from datamodules.sampler import BalancedSampler, ShuffleSampler
-from datamodules.transforms import eval_transforms, train_transforms
+from datamodules.shard import ShardSampler
+from datamodules.transforms import eval_augment, geometry_only, train_augment
 
 
 def parse_fold(fold: int | str, n_folds: int) -> int | str:
@@ -34,15 +37,19 @@ def parse_fold(fold: int | str, n_folds: int) -> int | str:
 class MaskDataModule(pl.LightningDataModule):
     """Data for one task (``mask``, ``gender`` or ``age``) and one fold (index, ``holdout`` or ``full``)."""
 
-    def __init__(self, cfg: Config, task: str, fold: int | str = 0, progress: bool = True):
+    def __init__(
+        self, cfg: Config, task: str, fold: int | str = 0, progress: bool = True, data: PreparedData | None = None
+    ):
+        """``data``: the result of ``prepare(cfg)`` when the caller has it already (it is not redone)."""
         super().__init__()
-        if task not in TASKS:
-            raise ConfigError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
+        if task not in TASKS and task != MULTIHEAD:
+            raise ConfigError(f"unknown task {task!r}: choose one of {', '.join(TASKS)} or {MULTIHEAD}")
         self.cfg = cfg
-        self.task = TASKS[task]
+        self.task = TASKS[task] if task != MULTIHEAD else MULTIHEAD_TASK
         self.fold = parse_fold(fold, cfg.data.n_folds)
         self.progress = progress
-        self.data: PreparedData | None = None
+        self.data = data
+        self.datasets: list[ImageDataset] = []
 
     def prepare_data(self) -> None:
         if self.data is None:  # generation, image check, split and stats files, all cached on disk
@@ -60,21 +67,24 @@ class MaskDataModule(pl.LightningDataModule):
     def mean_std(self) -> tuple[list[float], list[float]]:
         return self.data.mean, self.data.std
 
-    def labels(self, frame: pd.DataFrame) -> list[int]:
+    def labels(self, frame: pd.DataFrame) -> list:
+        """The targets: the task's class per image; for multihead a (mask, gender, age group) row each."""
+        if self.task is MULTIHEAD_TASK:
+            return list(frame[["mask", "gender", "age_group"]].to_numpy(dtype=np.int64))
         return frame[self.task.column].astype(int).tolist()
 
-    def _loader(self, dataset, sampler=None, shuffle=False) -> DataLoader:
-        workers = self.cfg.loader.num_workers
-        return DataLoader(
-            dataset,
-            batch_size=self.cfg.loader.batch_size,
-            sampler=sampler,
-            shuffle=shuffle,
-            num_workers=workers,
-            worker_init_fn=seed_worker if workers else None,
-            persistent_workers=workers > 0,
-            pin_memory=torch.cuda.is_available() and self.cfg.trainer.accelerator != "cpu",
-        )
+    def sampler_labels(self, frame: pd.DataFrame) -> list[int]:
+        """What the balanced sampler balances: the task's classes (for multihead, the 18 classes)."""
+        return frame[self.task.column].astype(int).tolist()
+
+    def _loader(self, dataset, sampler=None, persistent: bool = True) -> DataLoader:
+        return make_loader(self.cfg, dataset, sampler, persistent)
+
+    def dataset(self, frame: pd.DataFrame, transform, targets, cache, seed: int = 0) -> ImageDataset:
+        geometry = geometry_only(self.cfg.augment)
+        dataset = ImageDataset(frame["file"], targets, transform, seed, geometry=geometry, cache=cache)
+        self.datasets.append(dataset)  # to name the file a dead worker was reading
+        return dataset
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -82,23 +92,50 @@ class MaskDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         labels = self.labels(self.train_frame)
-        transform = train_transforms(self.cfg.augment, *self.mean_std)
-        dataset = ImageDataset(self.train_frame["file"], labels, transform, self.cfg.seed)
+        transform = train_augment(self.cfg.augment, self.data.mean)
+        dataset = self.dataset(self.train_frame, transform, labels, self.data.train_cache, self.cfg.seed)
         rank, world = self._rank_world()
+        balance = self.sampler_labels(self.train_frame)
         if self.cfg.loader.sampler == "balanced":
-            sampler = BalancedSampler(labels, len(labels), self.cfg.seed, rank, world)
+            sampler = BalancedSampler(balance, len(balance), self.cfg.seed, rank, world)
         else:
-            sampler = ShuffleSampler(labels, self.cfg.seed, rank, world)
+            sampler = ShuffleSampler(balance, self.cfg.seed, rank, world)
         return self._loader(dataset, sampler)
 
     def val_dataloader(self) -> DataLoader:
-        transform = eval_transforms(self.cfg.augment, *self.mean_std)
-        return self._loader(ImageDataset(self.val_frame["file"], self.labels(self.val_frame), transform))
+        dataset = self.dataset(self.val_frame, eval_augment(), self.labels(self.val_frame), self.data.train_cache)
+        # several devices, one process each: each validates (and predicts) its own rows, every image once; the
+        # sampler reads its rank when iterated (under ddp_spawn this loader is made before the processes exist)
+        sampler = ShardSampler(len(self.val_frame)) if self.cfg.trainer.devices > 1 else None
+        return self._loader(dataset, sampler)
 
     def eval_dataset(self, hflip: bool = False) -> ImageDataset:
         """The competition's evaluation images in info.csv order, as ``(image, ImageID)``."""
         frame = read_eval(self.data.data_dir)
-        return ImageDataset(frame["file"], frame["ImageID"], eval_transforms(self.cfg.augment, *self.mean_std, hflip))
+        cache = eval_cache(self.cfg, self.data.data_dir, frame["file"].tolist(), self.cfg.augment, self.progress)
+        return self.dataset(frame, eval_augment(hflip), frame["ImageID"].tolist(), cache)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.eval_dataset())
+        return self._loader(self.eval_dataset(), persistent=False)
+
+
+def loader_workers(cfg: Config) -> int:
+    """``loader.num_workers``, or for -1 (auto) every usable core but one per device, at most 16."""
+    if cfg.loader.num_workers >= 0:
+        return cfg.loader.num_workers
+    return max(1, min(16, usable_cpus() // max(1, cfg.trainer.devices) - 1))
+
+
+def make_loader(cfg: Config, dataset, sampler=None, persistent: bool = True, batch_size: int | None = None):
+    """A DataLoader of uint8 batches: workers seeded, persistent, pinned memory on CUDA."""
+    workers = loader_workers(cfg)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size or cfg.loader.batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        worker_init_fn=seed_worker if workers else None,
+        persistent_workers=persistent and workers > 0,
+        pin_memory=torch.cuda.is_available() and cfg.trainer.accelerator != "cpu",
+        prefetch_factor=4 if workers else None,
+    )

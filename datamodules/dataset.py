@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import ctypes
+import multiprocessing as mp
 from collections.abc import Sequence
+from multiprocessing import context as mp_context
 
 import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from datamodules.cache import ImageCache
 from datamodules.errors import DataError
 
 # OpenCV's own thread pool fights torch's threads (and the DataLoader's processes) for the cores: on a
 # 2-core machine that made augmentation 20x slower. Images are small; one thread each is fastest.
 cv2.setNumThreads(0)
+MAX_WORKERS = 256  # DataLoader workers tracked per dataset
 
 
 def read_rgb(path: str) -> np.ndarray:
@@ -25,29 +30,90 @@ def read_rgb(path: str) -> np.ndarray:
 
 
 class ImageDataset(Dataset):
-    """``(image, target)`` pairs: target is a class label for training, an image id for prediction."""
+    """``(image, target)`` pairs: a uint8 CxHxW image, and a class label (training) or an image id
+    (prediction). Pixels come from ``cache`` when given (resized and cropped already), else each file is
+    decoded and passed through ``geometry``; ``transform`` (the random or TTA part) follows either way."""
 
-    def __init__(self, files: Sequence[str], targets: Sequence, transform, seed: int = 0):
+    def __init__(
+        self,
+        files: Sequence[str],
+        targets: Sequence,
+        transform,
+        seed: int = 0,
+        geometry=None,
+        cache: ImageCache | None = None,
+    ):
         if len(files) != len(targets):
             raise ValueError(f"{len(files)} files but {len(targets)} targets")
+        if geometry is None and cache is None:
+            raise ValueError("ImageDataset needs a cache or a geometry transform")
         self.files = list(files)
         self.targets = list(targets)
         self.transform = transform
         self.transform.set_random_seed(seed)
+        self.geometry = geometry
+        self.cache = cache
+        self.rows = cache.rows(self.files) if cache is not None else None
+        # the item each DataLoader worker is reading, in memory shared with the workers: when a worker dies
+        # (killed, or crashed inside a decoder), in_flight() names the file it was on
+        self._reading = mp.RawArray(ctypes.c_int64, [-1] * MAX_WORKERS)
 
     def __len__(self) -> int:
         return len(self.files)
 
+    def load(self, i: int) -> np.ndarray:
+        """The resized, centre-cropped uint8 HxWx3 pixels of item ``i``."""
+        if self.cache is not None:
+            return self.cache.image(int(self.rows[i]))
+        return self.geometry(image=read_rgb(self.files[i]))["image"]
+
     def __getitem__(self, i: int):
-        path = self.files[i]
+        info = get_worker_info()
+        slot = info.id % MAX_WORKERS if info is not None else None
+        if slot is not None:
+            self._reading[slot] = i
         try:
-            image = self.transform(image=read_rgb(path))["image"]
+            image = self.transform(image=self.load(i))["image"]
         except DataError:
             raise
         except Exception as exc:  # surface which file broke a worker
-            raise DataError(f"{path}: failed while loading ({type(exc).__name__}: {exc})") from exc
+            raise DataError(f"{self.files[i]}: failed while loading ({type(exc).__name__}: {exc})") from exc
+        if slot is not None:
+            self._reading[slot] = -1
         target = self.targets[i]
         return image, torch.tensor(target) if isinstance(target, int | np.integer) else target
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        if mp_context.get_spawning_popen() is None:  # a plain pickle, not a worker being started: the
+            state["_reading"] = None  # shared array cannot travel (nor would it be shared)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self._reading is None:
+            self._reading = mp.RawArray(ctypes.c_int64, [-1] * MAX_WORKERS)
+
+    def in_flight(self) -> list[str]:
+        """The files DataLoader workers had started but not finished reading."""
+        return [self.files[i] for i in self._reading if i >= 0]
+
+
+def worker_death(exc: BaseException, datasets: list[ImageDataset]) -> DataError | None:
+    """For the DataLoader's "worker exited unexpectedly" error: a DataError naming the file(s) the dead
+    worker was reading; None for any other error."""
+    files = sorted({f for d in datasets for f in d.in_flight()})
+    announced = isinstance(exc, RuntimeError) and "DataLoader worker" in str(exc)
+    # a batch the worker had sent just before it died cannot be received from it any more: this shows up
+    # as a broken connection, before the DataLoader notices the death itself
+    lost_sender = isinstance(exc, ConnectionError | EOFError) and bool(files)
+    if not (announced or lost_sender):
+        return None
+    where = f"while reading {', '.join(files)}" if files else "(no file was being read)"
+    return DataError(
+        f"a DataLoader worker died {where}: {exc}. Check that file (replace it, or leave it out with a relabel "
+        "file's exclude_images); run with --set loader.num_workers=0 to see the error in the main process"
+    )
 
 
 def seed_worker(worker_id: int) -> None:

@@ -37,6 +37,8 @@ TASKS = {
     "age": Task("age", "age_group", ("young", "middle", "old")),
 }
 NUM_CLASSES = 18
+CLASS18_NAMES = tuple(f"{c} {'WIN'[c // 6]}{'mf'[(c // 3) % 2]}{c % 3}" for c in range(NUM_CLASSES))  # "8 Im2"
+MULTIHEAD_TASK = Task("multihead", "label", CLASS18_NAMES)  # --task multihead: scored on the 18 classes
 
 
 def age_group(age, cuts: tuple[int, int] | list[int] = (30, 60)):

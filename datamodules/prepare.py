@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from configs.config import Config
+from configs.config import AugmentConfig, Config
+from datamodules.cache import ImageCache, build_cache
 from datamodules.dataset import read_rgb
 from datamodules.errors import DataError, raise_collected
 from datamodules.fingerprint import cache_dir_for, data_fingerprint, write_json_atomic
@@ -38,6 +39,7 @@ class PreparedData:
     changes: pd.DataFrame  # what the corrections files changed
     mean: list[float]
     std: list[float]
+    train_cache: ImageCache | None = None  # the training images, resized and cropped (data.cache_images)
 
 
 def ensure_data(cfg: Config) -> Path:
@@ -60,17 +62,31 @@ def ensure_data(cfg: Config) -> Path:
     return check_data_dir(data_dir)
 
 
-def _check_images(files: list[str], cache: Path, progress: bool) -> None:
-    marker = cache / "images-checked.json"
+def _check_images(train_files: list[str], eval_files: list[str], cache: Path, skip_bad: bool, progress: bool):
+    """Decode every image once (the result is cached); return the training images to leave out with
+    ``skip_bad``, else stop with one message listing every bad file. Evaluation images are never skipped:
+    the submission needs an answer for each of them."""
+    marker = cache / "images-checked-v2.json"
     if marker.is_file():
-        bad = json.loads(marker.read_text())["bad"]
+        bad = {b["file"]: b["why"] for b in json.loads(marker.read_text())["bad"]}
     else:
-        bad = [f"{f}: {why}" for f, why in find_undecodable(files, progress=progress)]
-        write_json_atomic(marker, {"bad": bad})
-    raise_collected(bad, "some images cannot be decoded (fix or remove them, or exclude them in a relabel file)")
+        bad = dict(find_undecodable(train_files + eval_files, progress=progress))
+        write_json_atomic(marker, {"bad": [{"file": f, "why": w} for f, w in bad.items()]})
+    listing = [f"{f}: {why}" for f, why in bad.items()]
+    if not skip_bad:
+        raise_collected(listing, "some images cannot be decoded (fix or remove them, or pass --skip-bad)")
+    in_eval = set(eval_files)
+    raise_collected(
+        [f"{f}: {why}" for f, why in bad.items() if f in in_eval],
+        "some evaluation images cannot be decoded; --skip-bad cannot leave them out, since the submission "
+        "needs an answer for each: fix or replace them",
+    )
+    if bad:
+        log.warning("--skip-bad: leaving out %d undecodable training image(s):\n  %s", len(bad), "\n  ".join(listing))
+    return set(bad)
 
 
-def _normalisation(cfg: Config, files: list[str], cache: Path) -> tuple[list[float], list[float]]:
+def _normalisation(cfg: Config, files: list[str], cache: Path, images: ImageCache | None) -> tuple[list, list]:
     mode = cfg.augment.normalization
     if mode == "imagenet" or (mode == "auto" and cfg.model.pretrained):
         return list(IMAGENET_MEAN), list(IMAGENET_STD)
@@ -82,7 +98,11 @@ def _normalisation(cfg: Config, files: list[str], cache: Path) -> tuple[list[flo
     rng = np.random.default_rng(0)
     sample = sorted(rng.choice(len(files), size=min(STATS_SAMPLE, len(files)), replace=False))
     geometry = geometry_only(aug)
-    mean, std = dataset_statistics(geometry(image=read_rgb(files[i]))["image"] for i in sample)
+    if images is not None:
+        rows = images.rows([files[i] for i in sample])
+        mean, std = dataset_statistics(images.image(r) for r in rows)
+    else:
+        mean, std = dataset_statistics(geometry(image=read_rgb(files[i]))["image"] for i in sample)
     write_json_atomic(path, {"mean": mean, "std": std, "images": len(sample)})
     log.info("normalisation from %d training images: mean %s std %s", len(sample), mean, std)
     return mean, std
@@ -94,11 +114,12 @@ def prepare(cfg: Config, progress: bool = True) -> PreparedData:
     fingerprint = data_fingerprint(data_dir)
     cache = cache_dir_for(cfg.data.cache_dir, fingerprint)
     raw = read_train(data_dir)
-    files = raw["file"].tolist()
+    eval_files = []
     if (data_dir / "eval" / "info.csv").is_file():  # a broken eval set stops us now, not after training
-        files += read_eval(data_dir)["file"].tolist()
+        eval_files = read_eval(data_dir)["file"].tolist()
     if cfg.data.validate_images:
-        _check_images(files, cache, progress)
+        bad = _check_images(raw["file"].tolist(), eval_files, cache, cfg.data.skip_bad, progress)
+        raw = raw[~raw["file"].isin(bad)].reset_index(drop=True)
     people = raw.drop_duplicates("person")[["person", "gender", "age"]]
     splits = load_or_make_splits(people, cache, cfg.data.n_folds, cfg.data.holdout_fraction, cfg.seed)
     images, changes = apply_relabels(raw, cfg.data.relabel)
@@ -109,5 +130,16 @@ def prepare(cfg: Config, progress: bool = True) -> PreparedData:
     images = images.merge(splits, on="person", how="left")
     for change in changes.itertuples():
         log.info("relabel (%s): %s %s %s: %s -> %s", *change[1:])
-    mean, std = _normalisation(cfg, raw["file"].tolist(), cache)
-    return PreparedData(data_dir, fingerprint, cache, images, changes, mean, std)
+    train_cache = None
+    if cfg.data.cache_images:
+        train_cache = build_cache(raw["file"].tolist(), cfg.augment, cache, "train", progress=progress)
+    mean, std = _normalisation(cfg, raw["file"].tolist(), cache, train_cache)
+    return PreparedData(data_dir, fingerprint, cache, images, changes, mean, std, train_cache)
+
+
+def eval_cache(cfg: Config, data_dir: Path, files: list[str], aug: AugmentConfig, progress: bool = True):
+    """The evaluation images' cache for the preprocessing ``aug`` (None when caching is off)."""
+    if not cfg.data.cache_images:
+        return None
+    cache = cache_dir_for(cfg.data.cache_dir, data_fingerprint(data_dir))
+    return build_cache(files, aug, cache, "eval", progress=progress)

@@ -22,7 +22,8 @@ class BalancedSampler(Sampler[int]):
 
     All processes draw the same sequence from ``seed + epoch``; process ``rank`` of ``world_size`` keeps
     every ``world_size``-th index from ``rank`` on, so the shards are disjoint and together one sequence.
-    Lightning calls :meth:`set_epoch` each epoch.
+    Lightning calls :meth:`set_epoch` each epoch. :meth:`resume_at` starts an epoch part-way, where a killed
+    run stopped.
     """
 
     def __init__(
@@ -40,16 +41,27 @@ class BalancedSampler(Sampler[int]):
         self.per_rank = math.ceil(total / world_size)
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch = 0
+        self.start = 0  # positions of this epoch's shard to leave out (already trained on before a resume)
 
     def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.start = 0
         self.epoch = epoch
+
+    def resume_at(self, epoch: int, start: int) -> None:
+        """Iterate ``epoch`` from position ``start`` of this process's shard on: the rest of the epoch, exactly
+        as an uninterrupted run would have gone on. ``len`` stays the whole epoch's (Lightning counts the
+        batches before ``start`` as done); :meth:`set_epoch` to another epoch starts from 0 again."""
+        if start < 0:
+            raise ValueError(f"start {start} is negative")
+        self.epoch, self.start = epoch, start
 
     def shared_sequence(self) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         return torch.multinomial(self.weights, self.per_rank * self.world_size, replacement=True, generator=g)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.shared_sequence()[self.rank :: self.world_size].tolist())
+        return iter(self.shared_sequence()[self.rank :: self.world_size][self.start :].tolist())
 
     def __len__(self) -> int:
         return self.per_rank

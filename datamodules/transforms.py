@@ -1,7 +1,9 @@
 """The one transforms factory: the seed's training recipe and the evaluation/TTA recipe (albumentations).
 
-Both end in the same ``Normalize(mean, std)``; the statistics are chosen once (:func:`normalization`) and
-saved with every checkpoint, so prediction normalises exactly as training did.
+Every image goes through the deterministic :func:`geometry_only` (resize, centre crop; done once and cached),
+then the random :func:`train_augment` or the fixed :func:`eval_augment`, both on uint8 pixels. The model
+normalises (:func:`normalize`) with the statistics saved in its checkpoint, so prediction normalises exactly
+as training did.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import albumentations as A
 import cv2
 import numpy as np
+import torch
 from albumentations.pytorch import ToTensorV2
 
 from configs.config import AugmentConfig
@@ -21,11 +24,16 @@ def _geometry(aug: AugmentConfig) -> list:
     return [A.Resize(aug.resize_height, aug.resize_width), A.CenterCrop(aug.crop, aug.crop)]
 
 
-def train_transforms(aug: AugmentConfig, mean, std) -> A.Compose:
-    """Resize, centre crop, one of flips/rotation, one of colour jitters/grayscale, normalise, erase."""
+def mean_fill(mean) -> tuple[int, ...]:
+    """The dataset's mean colour in uint8: what random erasing paints (it normalises to zero)."""
+    return tuple(int(round(255 * m)) for m in mean)
+
+
+def train_augment(aug: AugmentConfig, mean) -> A.Compose:
+    """The seed's random part, on a resized and cropped uint8 image: one of flips/rotation, one of colour
+    jitters/grayscale, random erasing (with the mean colour); out comes a uint8 CxHxW tensor."""
     return A.Compose(
         [
-            *_geometry(aug),
             A.OneOf(
                 [
                     A.HorizontalFlip(p=1.0),
@@ -43,22 +51,27 @@ def train_transforms(aug: AugmentConfig, mean, std) -> A.Compose:
                 ],
                 p=aug.color_p,
             ),
-            A.Normalize(mean=mean, std=std, max_pixel_value=255.0),
-            A.Erasing(p=aug.random_erasing_p),  # after Normalize: erased pixels take the mean colour
+            A.Erasing(p=aug.random_erasing_p, fill=mean_fill(mean)),
             ToTensorV2(),
         ]
     )
 
 
-def eval_transforms(aug: AugmentConfig, mean, std, hflip: bool = False) -> A.Compose:
-    """Resize, centre crop, normalise; ``hflip`` mirrors the image for flip test-time augmentation."""
-    flip = [A.HorizontalFlip(p=1.0)] if hflip else []
-    return A.Compose([*_geometry(aug), *flip, A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()])
+def eval_augment(hflip: bool = False) -> A.Compose:
+    """Evaluation: nothing random; ``hflip`` mirrors the image for flip test-time augmentation."""
+    return A.Compose([*([A.HorizontalFlip(p=1.0)] if hflip else []), ToTensorV2()])
 
 
 def geometry_only(aug: AugmentConfig) -> A.Compose:
-    """The deterministic part of both recipes (resize + centre crop), on uint8 images."""
+    """The deterministic part of both recipes (resize + centre crop), on uint8 images. The image cache
+    stores its output, so it runs once per image, not once per epoch."""
     return A.Compose(_geometry(aug))
+
+
+def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 (or 0..255 float) NCHW batch -> float32 ``(x / 255 - mean) / std``, on whatever device the
+    batch is on: batches travel as uint8 (4x less to copy) and are normalised on the GPU."""
+    return (images.float() - mean.view(1, -1, 1, 1) * 255.0) / (std.view(1, -1, 1, 1) * 255.0)
 
 
 def dataset_statistics(images: list[np.ndarray]) -> tuple[list[float], list[float]]:

@@ -54,3 +54,12 @@ def accumulation(effective_batch: int, batch_size: int, devices: int) -> int:
     if batch_size < 1 or devices < 1:
         raise ValueError(f"batch_size and devices must be at least 1, got {batch_size} and {devices}")
     return max(1, math.ceil(effective_batch / (batch_size * devices)))
+
+
+def configure_optimizers(params: Iterable[Any], cfg: OptimConfig, max_epochs: int):
+    """What a LightningModule's ``configure_optimizers`` returns: the optimizer, with its scheduler if any."""
+    optimizer = build_optimizer(params, cfg)
+    scheduler = build_scheduler(optimizer, cfg, max_epochs)
+    if scheduler is None:
+        return optimizer
+    return {"optimizer": optimizer, "lr_scheduler": scheduler}

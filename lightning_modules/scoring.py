@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-from configs.config import TASK_NAMES
+from configs.config import MULTIHEAD, TASK_NAMES
 from datamodules.errors import DataError
-from datamodules.labels import NUM_CLASSES, TASKS, class18
+from datamodules.labels import NUM_CLASSES, TASKS, class18, split_class18
 from lightning_modules.ensemble import combine_heads
 
 KEY = ["person", "stem"]
@@ -30,14 +30,37 @@ def class_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     }
 
 
+HEAD_COLUMNS = {"mask": range(0, 3), "gender": range(3, 5), "age": range(5, 8)}  # a multihead oof.csv's heads
+
+
+def read_task_oof(exp_dir: Path, task: str) -> pd.DataFrame | None:
+    """``task``'s out-of-fold predictions over all its folds (person, image, stem, fold, label, prob_k):
+    from its own model's ``<task>/fold<k>/oof.csv``, else from a ``multihead/fold<k>/oof.csv`` (whose label is
+    the 18-class one and whose probability columns hold every head side by side). None when neither exists."""
+    files = sorted((exp_dir / task).glob("fold*/oof.csv"))
+    if files:
+        return pd.concat([pd.read_csv(f, dtype={"person": str}) for f in files], ignore_index=True)
+    files = sorted((exp_dir / MULTIHEAD).glob("fold*/oof.csv"))
+    if not files:
+        return None
+    frame = pd.concat([pd.read_csv(f, dtype={"person": str}) for f in files], ignore_index=True)
+    out = frame[["person", "image", "stem", "fold"]].copy()
+    out["label"] = split_class18(frame["label"].to_numpy())[TASK_NAMES.index(task)]
+    for k, column in enumerate(HEAD_COLUMNS[task]):
+        out[f"prob_{k}"] = frame[f"prob_{column}"]
+    return out
+
+
 def read_oof(exp_dir: Path) -> dict[str, pd.DataFrame]:
     """Each task's out-of-fold predictions over all its folds."""
     frames = {}
     for task in TASK_NAMES:
-        files = sorted((exp_dir / task).glob("fold*/oof.csv"))
-        if not files:
-            raise DataError(f"no out-of-fold predictions for task {task} under {exp_dir / task}: train its folds")
-        frames[task] = pd.concat([pd.read_csv(f, dtype={"person": str}) for f in files], ignore_index=True)
+        frame = read_task_oof(exp_dir, task)
+        if frame is None:
+            raise DataError(
+                f"no out-of-fold predictions for task {task} under {exp_dir}: train its folds (or --task {MULTIHEAD})"
+            )
+        frames[task] = frame
     return frames
 
 

@@ -67,24 +67,29 @@ def layout(tmp_path) -> Path:
     return make_layout(tmp_path / "data")
 
 
+QUICK = Path(__file__).resolve().parent.parent / "configs" / "quick.yaml"
+TINY = [  # tiny images, no workers: the settings of every tiny run
+    "data.n_folds=3",
+    "augment.resize_height=32",
+    "augment.resize_width=24",
+    "augment.crop=24",
+    "loader.num_workers=0",
+    "loader.batch_size=8",
+]
+
+
 def tiny_config(data_dir: Path, cache: Path, *overrides: str):
     """The quick preset pointed at ``data_dir``, with tiny images, no workers and W&B off."""
-    return load_config(
-        None,
-        [Path(__file__).resolve().parent.parent / "configs" / "quick.yaml"],
-        [
-            f"data.dir={data_dir}",
-            f"data.cache_dir={cache}",
-            "data.n_folds=3",
-            "augment.resize_height=32",
-            "augment.resize_width=24",
-            "augment.crop=24",
-            "loader.num_workers=0",
-            "loader.batch_size=8",
-            "wandb.mode=disabled",
-            *overrides,
-        ],
-    )
+    settings = [f"data.dir={data_dir}", f"data.cache_dir={cache}", *TINY, "wandb.mode=disabled", *overrides]
+    return load_config(None, [QUICK], settings)
+
+
+def tiny_argv(data_dir: Path, tmp_path: Path, *overrides: str) -> list[str]:
+    """``train.py`` options for the same tiny run, its cache and runs under ``tmp_path``."""
+    argv = ["--config", str(QUICK), "--wandb", "disabled", "--data-dir", str(data_dir)]
+    for setting in [f"data.cache_dir={tmp_path / 'cache'}", f"runs_dir={tmp_path / 'runs'}", *TINY, *overrides]:
+        argv += ["--set", setting]
+    return argv
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ def _dm(layout, tmp_path, task="age", fold=1, *overrides):
 def test_batches_of_images_and_labels(layout, tmp_path):
     dm = _dm(layout, tmp_path, "mask")
     images, labels = next(iter(dm.train_dataloader()))
-    assert images.shape == (8, 3, 24, 24) and images.dtype == torch.float32
+    assert images.shape == (8, 3, 24, 24) and images.dtype == torch.uint8  # normalised on the device
     assert labels.dtype == torch.int64 and set(labels.tolist()) <= {0, 1, 2}
     val_images, val_labels = next(iter(dm.val_dataloader()))
     assert val_images.shape[1:] == (3, 24, 24)

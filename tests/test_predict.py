@@ -14,7 +14,7 @@ from conftest import quick_cfg
 import predict
 import train
 from datamodules.dataset import read_rgb
-from datamodules.transforms import eval_transforms
+from datamodules.transforms import geometry_only
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +51,14 @@ def test_flip_tta_averages_the_plain_and_mirrored_views(experiment, synthetic):
     model = predict.load_model(ckpt, torch.device("cpu"))
     frame = predict.read_eval(synthetic)
     cfg = quick_cfg(synthetic, experiment, "loader.num_workers=0")
-    files, ids = frame["file"].tolist(), frame["ImageID"].tolist()
-    plain = predict.predict_group([model], files, ids, False, cfg)[0]
-    flipped = predict.predict_group([model], files, ids, True, cfg)[0]
-    aug, mean, std = model.cfg.augment, model.hparams.mean, model.hparams.std
+    plain, flipped = predict.predict_group([model], frame, [False, True], cfg, synthetic)[0]
+    (only_plain,) = predict.predict_group([model], frame, [False], cfg, synthetic)[0]
+    assert np.array_equal(plain, only_plain)
+    aug = model.cfg.augment
     with torch.no_grad():
-        img = eval_transforms(aug, mean, std)(image=read_rgb(files[0]))["image"]
+        img = torch.from_numpy(geometry_only(aug)(image=read_rgb(frame["file"][0]))["image"]).permute(2, 0, 1)
         expected = model(img.flip(-1)[None]).softmax(1).numpy()[0]
+        assert np.allclose(plain[0], model(img[None]).softmax(1).numpy()[0], atol=1e-5)
     assert np.allclose(flipped[0], expected, atol=1e-5)
     assert not np.allclose(plain, flipped)
     out, _ = predict.predict_eval(cfg, experiment / "runs" / "e2e", None, "soft", "flip", ["0"])

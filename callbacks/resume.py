@@ -1,0 +1,260 @@
+"""Resumable training: ``last.ckpt`` written every N optimizer steps and at every epoch end (atomically),
+the training sampler put back where a killed run left it, and SIGTERM turned into a checkpoint plus a hint.
+
+How a resume goes in Lightning 2.6: ``trainer.fit(ckpt_path=...)`` restores the loops' progress (epoch, and
+how many batches of the epoch were done), so a mid-epoch resume counts those batches as done; but a plain
+``DataLoader`` has no state, so on its own the sampler would start the epoch from its first index again, and
+Lightning even builds the loader's iterator before it sets the sampler's epoch. :class:`SamplerPosition`
+stores the position in the checkpoint and, when training starts, moves the sampler there and rebuilds the
+iterator, so the rest of the epoch is exactly the batches the killed run had not trained on.
+
+On SIGTERM Lightning only sets ``trainer.received_sigterm`` and raises ``SIGTERMException`` (a
+``SystemExit`` with exit code 0) after the current batch. :class:`LastCheckpoint` holds that back to the end
+of a gradient-accumulation cycle (or the epoch's end, after validation), saves ``last.ckpt`` and makes the
+process exit with 143, logging the command that resumes the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shlex
+import signal
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
+from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+from torch.utils.data import DataLoader
+
+log = logging.getLogger(__name__)
+SIGTERM_EXIT = 128 + signal.SIGTERM  # 143: the shell's code for "stopped by SIGTERM"
+
+
+@contextlib.contextmanager
+def atomic_checkpoint(trainer: pl.Trainer, path: str | Path) -> Iterator[Path]:
+    """Yield ``<path>.tmp`` to save a checkpoint to; once saved it is flushed to disk and renamed over ``path``.
+
+    Lightning writes a checkpoint to a temporary file in the system temp directory and moves it into place,
+    which is a plain copy (a half file under the real name when killed) when that directory is on another
+    file system. A rename within the run directory always leaves either the old file or the new one whole.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        yield tmp  # every process saves (the global-zero one writes)
+        if trainer.is_global_zero:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+    finally:
+        if trainer.is_global_zero:
+            tmp.unlink(missing_ok=True)
+    trainer.strategy.barrier("atomic_checkpoint")
+
+
+def save_checkpoint_atomic(trainer: pl.Trainer, path: str | Path, weights_only: bool = False) -> None:
+    """``trainer.save_checkpoint``, never leaving a half file at ``path``."""
+    with atomic_checkpoint(trainer, path) as tmp:
+        trainer.save_checkpoint(tmp, weights_only)
+
+
+class AtomicModelCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose files are written through :func:`atomic_checkpoint`."""
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        with atomic_checkpoint(trainer, filepath) as tmp:
+            super()._save_checkpoint(trainer, str(tmp))
+        self._last_checkpoint_saved = filepath
+
+
+def resume_command(argv: list[str] | None = None) -> str:
+    """The command line that continues this run: the same arguments with ``--resume``."""
+    args = [a for a in (sys.argv if argv is None else argv) if a != "--overwrite"]
+    if "--resume" not in args:
+        args.append("--resume")
+    return shlex.join(["python", *args])
+
+
+def _batch_progress(trainer: pl.Trainer):
+    return trainer.fit_loop.epoch_loop.batch_progress
+
+
+def _epoch_end(trainer: pl.Trainer) -> bool:
+    """Whether the batch that just ran is the epoch's last one."""
+    progress = _batch_progress(trainer)
+    return bool(progress.is_last_batch) or progress.current.ready >= trainer.num_training_batches
+
+
+def _step_boundary(trainer: pl.Trainer) -> bool:
+    """Whether the batch that just ran completed an optimizer step (gradient accumulation included)."""
+    return _epoch_end(trainer) or _batch_progress(trainer).current.ready % trainer.accumulate_grad_batches == 0
+
+
+class LastCheckpoint(Checkpoint):
+    """Writes ``last.ckpt``, where ``--resume`` continues from:
+
+    - every ``every_n_steps`` optimizer steps (0: never mid-epoch), always right after an optimizer step, so no
+      accumulated gradient is lost;
+    - at the end of every epoch, after validation and the other epoch-end callbacks;
+    - when SIGTERM stops the run: at the end of the current accumulation cycle, or of the epoch when the signal
+      comes during its last batch or its validation (which runs to its end: the validation metrics are not in
+      a checkpoint). The process then exits with code 143 and logs the command that resumes it.
+
+    Every file is written under a temporary name and renamed, so a kill never leaves a half ``last.ckpt``.
+    """
+
+    def __init__(self, path: str | Path, every_n_steps: int = 0):
+        if every_n_steps < 0:
+            raise ValueError(f"every_n_steps must be 0 or more, got {every_n_steps}")
+        self.path = Path(path)
+        self.every_n_steps = every_n_steps
+        self._saved_step = -1  # the global step last.ckpt was last written at, by this process
+        self._sigterm_held = False
+
+    def save(self, trainer: pl.Trainer) -> None:
+        save_checkpoint_atomic(trainer, self.path)
+        self._saved_step = trainer.global_step
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._saved_step = trainer.global_step  # a resumed run starts from a checkpoint of this step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        epoch_end, boundary = _epoch_end(trainer), _step_boundary(trainer)
+        if trainer.received_sigterm and (epoch_end or not boundary):
+            self._hold_sigterm(trainer)
+        elif self._sigterm_held and boundary:
+            self._release_sigterm(trainer)  # Lightning stops after this batch; on_exception saves
+        if (
+            self.every_n_steps
+            and boundary
+            and not epoch_end  # the epoch-end checkpoint follows, after validation
+            and trainer.global_step % self.every_n_steps == 0
+            and trainer.global_step != self._saved_step
+        ):
+            self.save(trainer)
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if trainer.state.fn == TrainerFn.FITTING and trainer.received_sigterm:
+            self._hold_sigterm(trainer)  # else Lightning stops part-way through validation
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.save(trainer)
+        if self._sigterm_held:
+            self._release_sigterm(trainer)  # Lightning stops once the epoch is closed
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:
+            return
+        if trainer.global_step != self._saved_step:
+            self.save(trainer)
+        exception.code = SIGTERM_EXIT
+        if trainer.is_global_zero:
+            epochs = trainer.fit_loop.epoch_progress.current
+            if epochs.processed < epochs.started:
+                where = f"epoch {epochs.processed} after {_batch_progress(trainer).current.processed} batches"
+            else:
+                where = f"the end of epoch {epochs.processed - 1}"
+            log.warning(
+                "Stopped by SIGTERM at step %d (%s); saved in %s. Resume with:\n  %s",
+                trainer.global_step,
+                where,
+                self.path,
+                resume_command(),
+            )
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning notes a SIGTERM during prediction but does not stop: stop here, once the outputs are written
+        if trainer.received_sigterm:
+            if trainer.is_global_zero:
+                log.warning("Stopped by SIGTERM after this run's prediction. Resume with:\n  %s", resume_command())
+            raise SystemExit(SIGTERM_EXIT)
+
+    def _hold_sigterm(self, trainer: pl.Trainer) -> None:
+        if not self._sigterm_held and trainer.is_global_zero:
+            log.info("SIGTERM: finishing the optimizer step (or epoch) before saving %s", self.path)
+        self._sigterm_held = True
+        trainer._signal_connector.received_sigterm = False
+
+    def _release_sigterm(self, trainer: pl.Trainer) -> None:
+        self._sigterm_held = False
+        trainer._signal_connector.received_sigterm = True
+
+
+def _train_sampler(trainer: pl.Trainer):
+    """The training sampler, when it can resume part-way through an epoch (``resume_at``), else None."""
+    loader = trainer.train_dataloader
+    if not isinstance(loader, DataLoader):
+        return None
+    for sampler in (loader.sampler, getattr(loader.batch_sampler, "sampler", None)):
+        if hasattr(sampler, "resume_at"):
+            return sampler
+    return None
+
+
+class SamplerPosition(pl.Callback):
+    """Stores where in the epoch training is (epoch, batches done, batch size, processes) in each checkpoint,
+    and on resume moves the training sampler there: the rest of that epoch is the batches the interrupted run
+    had not trained on, in the same order, on every process (each skips its own shard's first batches)."""
+
+    def __init__(self) -> None:
+        self._trainer: pl.Trainer | None = None
+        self._loaded: dict[str, int] | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def state_dict(self) -> dict[str, int]:
+        trainer = self._trainer
+        if trainer is None:
+            return {}
+        epochs = trainer.fit_loop.epoch_progress.current
+        mid_epoch = epochs.processed < epochs.started  # an epoch began and its batches are not all done
+        loader = trainer.train_dataloader
+        return {
+            "epoch": epochs.processed,  # the epoch in progress, or the next one
+            "batches": _batch_progress(trainer).current.processed if mid_epoch else 0,
+            "batch_size": getattr(loader, "batch_size", None) or 0,
+            "world_size": trainer.world_size,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._loaded = dict(state_dict) or None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        state, self._loaded = self._loaded, None
+        if trainer.ckpt_path is None:
+            return
+        sampler = _train_sampler(trainer)
+        epoch = trainer.current_epoch
+        batches = state["batches"] if state and state.get("epoch") == epoch else 0
+        if sampler is None:
+            if batches:
+                log.warning("the training sampler cannot skip batches: epoch %d restarts from its beginning", epoch)
+            return
+        batch_size = trainer.train_dataloader.batch_size or 1
+        if batches and (state.get("batch_size"), state.get("world_size")) != (batch_size, trainer.world_size):
+            log.warning(
+                "resuming with batch size %d on %d process(es), the checkpoint had %s on %s: the rest of epoch %d "
+                "is not the interrupted run's",
+                batch_size,
+                trainer.world_size,
+                state.get("batch_size"),
+                state.get("world_size"),
+                epoch,
+            )
+        sampler.resume_at(epoch, batches * batch_size)
+        if batches:
+            log.info("resuming epoch %d after its first %d batches", epoch, batches)
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
+        # Lightning made the loader's iterator before the sampler was moved (with worker processes it has
+        # already drawn indices from it), and does not make a new one for a resumed epoch: make it now.
+        fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
+        if fetcher is not None:
+            iter(fetcher)

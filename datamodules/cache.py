@@ -1,0 +1,186 @@
+"""A decode-once image cache: every image resized and centre-cropped once into a uint8 memory map.
+
+Decoding a 384x512 JPEG and resizing it costs far more than the random augmentations that follow, and it
+gives the same pixels every epoch. The cache stores those pixels, ``(N, crop, crop, 3)`` uint8, in one file
+that every DataLoader worker maps read-only, so the workers only augment.
+
+It is keyed by the preprocessing (resize and crop) and by every image's path, size and modification time:
+a changed image or setting builds it anew. It is built in parallel under a temporary name, and its index
+file (which is what makes it valid) is written last, so an interrupted build is never reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from configs.config import AugmentConfig
+from datamodules.atomic import write_text_atomic
+from datamodules.errors import DataError, raise_collected
+
+log = logging.getLogger(__name__)
+VERSION = 1  # bump when the stored pixels would change for the same inputs
+CHUNK = 32  # images per task handed to a build worker
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def cache_key(files: Sequence[str], aug: AugmentConfig) -> str:
+    """A digest of the preprocessing and of each file's path, size and modification time."""
+    h = hashlib.sha256(json.dumps([VERSION, aug.resize_height, aug.resize_width, aug.crop]).encode())
+    for f in files:
+        st = os.stat(f)
+        h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:24]
+
+
+@dataclass
+class ImageCache:
+    """The cached pixels of ``files``; ``image(row)`` is the resized, centre-cropped uint8 HxWx3 image."""
+
+    path: Path
+    files: list[str]
+    size: int  # the crop: images are size x size x 3
+    _rows: dict[str, int] = field(init=False, repr=False)
+    _array: np.ndarray | None = field(init=False, default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self._rows = {f: i for i, f in enumerate(self.files)}
+
+    def rows(self, files: Sequence[str]) -> np.ndarray:
+        """Row of each of ``files`` in the cache; an error naming the first file it does not hold."""
+        try:
+            return np.fromiter((self._rows[f] for f in files), dtype=np.int64, count=len(files))
+        except KeyError as exc:
+            raise DataError(f"{exc.args[0]}: not in the image cache {self.path}") from None
+
+    @property
+    def array(self) -> np.ndarray:
+        if self._array is None:  # opened lazily, so each DataLoader worker maps the file itself
+            shape = (len(self.files), self.size, self.size, 3)
+            self._array = np.memmap(self.path, dtype=np.uint8, mode="r", shape=shape)
+        return self._array
+
+    def image(self, row: int) -> np.ndarray:
+        return np.array(self.array[row])  # a private copy: augmentations may write into it
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_array"] = None  # never pickle the mapped pixels into a worker
+        return state
+
+
+def _paths(cache_dir: Path, name: str, aug: AugmentConfig) -> tuple[Path, Path]:
+    stem = f"images-{name}-{aug.resize_height}x{aug.resize_width}-c{aug.crop}"
+    return cache_dir / f"{stem}.u8", cache_dir / f"{stem}.json"
+
+
+def open_cache(files: Sequence[str], aug: AugmentConfig, cache_dir: Path, name: str) -> ImageCache | None:
+    """The valid cache of ``files`` under ``name``, or None when it is missing, stale or incomplete."""
+    data, index = _paths(Path(cache_dir), name, aug)
+    if not (data.is_file() and index.is_file()):
+        return None
+    try:
+        meta = json.loads(index.read_text())
+    except (OSError, ValueError):
+        return None
+    files = list(files)
+    expected = len(files) * aug.crop * aug.crop * 3
+    if meta.get("key") != cache_key(files, aug) or meta.get("files") != files or data.stat().st_size != expected:
+        return None
+    return ImageCache(data, files, aug.crop)
+
+
+# ------------------------------------------------------------------------------------------- building
+
+_worker: dict = {}
+
+
+def _init_worker(path: str, shape: tuple, aug: AugmentConfig) -> None:
+    from datamodules.transforms import geometry_only
+
+    _worker["array"] = np.memmap(path, dtype=np.uint8, mode="r+", shape=shape)
+    _worker["geometry"] = geometry_only(aug)
+
+
+def _fill(task: tuple[int, list[str]]) -> tuple[int, list[str]]:
+    from datamodules.dataset import read_rgb
+
+    start, files = task
+    array, geometry = _worker["array"], _worker["geometry"]
+    bad = []
+    for i, f in enumerate(files):
+        try:
+            array[start + i] = geometry(image=read_rgb(f))["image"]
+        except Exception as exc:  # report every bad file at the end, not the first
+            bad.append(f"{f}: {exc}")
+    array.flush()
+    return len(files), bad
+
+
+def build_cache(
+    files: Sequence[str],
+    aug: AugmentConfig,
+    cache_dir: Path,
+    name: str,
+    workers: int | None = None,
+    progress: bool = True,
+) -> ImageCache:
+    """Decode, resize and crop ``files`` into the cache ``name`` (reusing it when it is valid)."""
+    files = list(files)
+    found = open_cache(files, aug, cache_dir, name)
+    if found is not None:
+        return found
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    data, index = _paths(cache_dir, name, aug)
+    key = cache_key(files, aug)  # before reading: a file changed during the build makes the cache stale
+    shape = (len(files), aug.crop, aug.crop, 3)
+    gib = np.prod(shape) / 2**30
+    workers = max(1, min(workers or usable_cpus(), len(files) // CHUNK + 1))
+    log.info(
+        "caching %d %s images at %dx%d (%.2f GiB, %d processes): %s", len(files), name, *shape[1:3], gib, workers, data
+    )
+    index.unlink(missing_ok=True)  # from here on the old cache is invalid, whatever happens
+    tmp = data.with_name(data.name + ".tmp")
+    try:
+        np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape).flush()
+        tasks = [(s, files[s : s + CHUNK]) for s in range(0, len(files), CHUNK)]
+        bad: list[str] = []
+        bar = tqdm(total=len(files), desc=f"caching {name} images", unit="img", disable=not progress)
+        if workers == 1:
+            _init_worker(str(tmp), shape, aug)
+            results = map(_fill, tasks)
+        else:
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            pool = ctx.Pool(workers, initializer=_init_worker, initargs=(str(tmp), shape, aug))
+            results = pool.imap_unordered(_fill, tasks)
+        try:
+            for done, errors in results:
+                bad += errors
+                bar.update(done)
+        finally:
+            bar.close()
+            if workers > 1:
+                pool.terminate()
+            _worker.clear()
+        raise_collected(sorted(bad), "some images cannot be decoded while caching")
+        tmp.replace(data)
+    finally:
+        tmp.unlink(missing_ok=True)
+    write_text_atomic(index, json.dumps({"key": key, "shape": list(shape), "files": files}))
+    return ImageCache(data, files, aug.crop)
