@@ -53,7 +53,7 @@ def test_multihead_oof_and_checkpoints_feed_scoring_and_predict(multihead_run, s
     sub = pd.read_csv(exp_dir / "submission.csv")
     assert sub["ImageID"].tolist() == pd.read_csv(synthetic / "eval" / "info.csv")["ImageID"].tolist()
     probs = pd.read_csv(exp_dir / "submission_probs.csv")
-    assert np.allclose(probs[["gender_0", "gender_1"]].sum(1), 1, atol=1e-4)
+    assert np.allclose(probs[["gender_0", "gender_1"]].sum(axis=1), 1, atol=1e-4)
 
 
 def test_multihead_and_separate_models_ensemble_together(multihead_run, synthetic):
