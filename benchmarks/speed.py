@@ -430,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     train_files = [str(f) for f in data.images["file"]]
     workers_all = max(1, usable_cpus() - 1)
     if "naive" not in skip:
-        results.section("naive_e2e", naive_e2e, train_files, cfg, mean, std, workers_all, 3, args.loader_batches)
+        if "naive_e2e" not in skip:
+            results.section("naive_e2e", naive_e2e, train_files, cfg, mean, std, workers_all, 3, args.loader_batches)
         for w in sorted({4, 8, workers_all}):
             if w <= workers_all:
                 results.section(
