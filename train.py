@@ -32,7 +32,7 @@ from datamodules.atomic import write_text_atomic
 from datamodules.datamodule import MaskDataModule, parse_fold
 from datamodules.dataset import worker_death
 from datamodules.errors import DataError, run_cli
-from datamodules.labels import TASKS
+from datamodules.labels import NUM_CLASSES, TASKS
 from datamodules.prepare import PreparedData, prepare
 from datamodules.summary import summarize
 from lightning_modules.multihead import MultiHeadModule
@@ -127,7 +127,7 @@ def build_model(cfg: Config, task: str, dm: MaskDataModule) -> pl.LightningModul
     frame = dm.train_frame
     if task == MULTIHEAD:
         counts = {t: np.bincount(frame[TASKS[t].column], minlength=TASKS[t].num_classes).tolist() for t in TASKS}
-        counts["class18"] = np.bincount(frame["label"], minlength=18).tolist()
+        counts["class18"] = np.bincount(frame["label"], minlength=NUM_CLASSES).tolist()
         return MultiHeadModule(cfg.to_dict(), *dm.mean_std, class_counts=counts, fingerprint=dm.data.fingerprint)
     counts = np.bincount(dm.labels(frame), minlength=dm.task.num_classes).tolist()
     return TaskModule(task, cfg.to_dict(), *dm.mean_std, class_counts=counts, fingerprint=dm.data.fingerprint)
@@ -180,7 +180,8 @@ def train(
     if hw["accelerator"] == "gpu":
         model = model.to(memory_format=torch.channels_last)
         if cfg.trainer.compile:
-            model.model.compile()  # in place: the checkpoint's parameter names stay the same
+            backbone = model.backbone if isinstance(model, MultiHeadModule) else model.model
+            backbone.compile()  # in place: the checkpoint's parameter names stay the same
     if main:
         save_config(cfg, out / "config.yaml")
     logger = start_wandb_logger(cfg, task, fold) if main else None
@@ -238,10 +239,15 @@ def train(
         if logger is not None:
             finish_wandb()
     best = trainer.checkpoint_callback.best_model_score if validate else None
-    summary = {"task": task, "fold": str(fold), "global_step": trainer.global_step}
-    summary["max_epochs"] = cfg.trainer.max_epochs
+    summary = {
+        "task": task,
+        "fold": str(fold),
+        "global_step": trainer.global_step,
+        "max_epochs": cfg.trainer.max_epochs,
+        "val_f1_best": None if best is None else float(best),
+    }
     if main:
-        write_text_atomic(out / DONE, json.dumps({**summary, "val_f1_best": None if best is None else float(best)}))
+        write_text_atomic(out / DONE, json.dumps(summary))
     log.info("%s fold %s done: %s", task, fold, out)
     return out
 

@@ -11,12 +11,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 
 from datamodules.atomic import atomic_path
 from datamodules.shard import gather_rows
-
-OOF_COLUMNS = ["person", "image", "stem", "fold", "label"]
-
-
-def prob_columns(num_classes: int) -> list[str]:
-    return [f"prob_{k}" for k in range(num_classes)]
+from lightning_modules.scoring import OOF_COLUMNS, prob_columns
 
 
 class OOFWriter(BasePredictionWriter):
@@ -38,7 +33,7 @@ class OOFWriter(BasePredictionWriter):
         probs = probs.cpu().numpy()
         if len(probs) != len(self.frame):
             raise RuntimeError(f"{len(probs)} predictions for {len(self.frame)} validation images")
-        out = self.frame[["person", "image", "stem", "fold"]].reset_index(drop=True).copy()
+        out = self.frame[OOF_COLUMNS[:-1]].reset_index(drop=True).copy()  # then the label, then probabilities
         out["label"] = self.frame[self.label_column].to_numpy()
         out[prob_columns(probs.shape[1])] = probs
         with atomic_path(self.path) as tmp:

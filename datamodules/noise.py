@@ -63,10 +63,10 @@ from configs.config import TASK_NAMES
 from datamodules.atomic import atomic_path, write_text_atomic
 from datamodules.errors import DataError, run_cli
 from datamodules.labels import TASKS
+from lightning_modules.scoring import prob_columns, read_task_oof
 
 log = logging.getLogger("noise")
 
-OOF_COLUMNS = ["person", "image", "stem", "fold", "label"]  # as callbacks/oof_writer.py writes them
 SUSPECT_COLUMNS = ["person", "image", "task", "given", "predicted", "confidence", "reason", "kind"]
 KINDS = ("gender", "age", "mask_swap", "outlier")  # the kinds of DIR/truth/noise.csv
 PROB_FLOOR = 0.01
@@ -78,31 +78,7 @@ SHEET_NAME = "suspects.png"
 INCORRECT, NOT_WEAR = 1, 2  # mask labels of the incorrect_mask and normal photos
 
 
-def prob_columns(num_classes: int) -> list[str]:
-    return [f"prob_{k}" for k in range(num_classes)]
-
-
 # --------------------------------------------------------------------------------------------- reading
-
-
-def _read_oof_file(path: Path, task: str) -> pd.DataFrame:
-    k = TASKS[task].num_classes
-    try:
-        df = pd.read_csv(path, dtype={"person": str, "image": str, "stem": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot be read as CSV ({exc})") from None
-    missing = [c for c in OOF_COLUMNS + prob_columns(k) if c not in df.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)} (an out-of-fold file of the {task} model)")
-    probs = df[prob_columns(k)].apply(pd.to_numeric, errors="coerce")
-    labels = pd.to_numeric(df["label"], errors="coerce")
-    bad = probs.isna().any(axis=1) | labels.isna() | ~labels.isin(range(k))
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0]) + 2
-        raise DataError(f"{path} row {row}: label must be 0..{k - 1} and probabilities numbers")
-    df[prob_columns(k)] = probs
-    df["label"] = labels.astype(int)
-    return df
 
 
 def read_oof_frames(exp_dir: Path) -> tuple[dict[str, pd.DataFrame], list[str]]:
@@ -113,11 +89,10 @@ def read_oof_frames(exp_dir: Path) -> tuple[dict[str, pd.DataFrame], list[str]]:
         raise DataError(f"experiment {exp_dir.name!r} does not exist: no folder {exp_dir} (check --exp and --runs-dir)")
     frames, missing = {}, []
     for task in TASK_NAMES:
-        files = sorted((exp_dir / task).glob("fold*/oof.csv"))
-        if not files:
+        df = read_task_oof(exp_dir, task)  # its own model's files, else a multihead model's
+        if df is None:
             missing.append(task)
             continue
-        df = pd.concat([_read_oof_file(f, task) for f in files], ignore_index=True)
         agg = {"image": "first", "fold": "first", "label": "first"} | dict.fromkeys(
             prob_columns(TASKS[task].num_classes), "mean"
         )

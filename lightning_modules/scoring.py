@@ -15,6 +15,11 @@ from datamodules.labels import NUM_CLASSES, TASKS, class18, split_class18
 from lightning_modules.ensemble import combine_heads
 
 KEY = ["person", "stem"]
+OOF_COLUMNS = ["person", "image", "stem", "fold", "label"]  # an oof.csv's columns, then prob_0 ... prob_{k-1}
+
+
+def prob_columns(num_classes: int) -> list[str]:
+    return [f"prob_{k}" for k in range(num_classes)]
 
 
 def _macro_f1(y_true, y_pred, n: int) -> float:
@@ -33,22 +38,60 @@ def class_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
 HEAD_COLUMNS = {"mask": range(0, 3), "gender": range(3, 5), "age": range(5, 8)}  # a multihead oof.csv's heads
 
 
-def read_task_oof(exp_dir: Path, task: str) -> pd.DataFrame | None:
-    """``task``'s out-of-fold predictions over all its folds (person, image, stem, fold, label, prob_k):
-    from its own model's ``<task>/fold<k>/oof.csv``, else from a ``multihead/fold<k>/oof.csv`` (whose label is
-    the 18-class one and whose probability columns hold every head side by side). None when neither exists."""
-    files = sorted((exp_dir / task).glob("fold*/oof.csv"))
-    if files:
-        return pd.concat([pd.read_csv(f, dtype={"person": str}) for f in files], ignore_index=True)
-    files = sorted((exp_dir / MULTIHEAD).glob("fold*/oof.csv"))
-    if not files:
-        return None
-    frame = pd.concat([pd.read_csv(f, dtype={"person": str}) for f in files], ignore_index=True)
-    out = frame[["person", "image", "stem", "fold"]].copy()
-    out["label"] = split_class18(frame["label"].to_numpy())[TASK_NAMES.index(task)]
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, dtype={"person": str, "image": str, "stem": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot be read as CSV ({exc})") from None
+
+
+def _checked(df: pd.DataFrame, task: str, path: Path) -> pd.DataFrame:
+    """``df`` (one task's OOF rows read from ``path``) with numeric probabilities and labels; an error naming
+    the file and row otherwise."""
+    k = TASKS[task].num_classes
+    columns = prob_columns(k)
+    missing = [c for c in OOF_COLUMNS + columns if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)} (an out-of-fold file of the {task} model)")
+    probs = df[columns].apply(pd.to_numeric, errors="coerce")
+    labels = pd.to_numeric(df["label"], errors="coerce")
+    bad = probs.isna().any(axis=1) | labels.isna() | ~labels.isin(range(k))
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0]) + 2
+        raise DataError(f"{path} row {row}: label must be 0..{k - 1} and probabilities numbers")
+    df[columns] = probs
+    df["label"] = labels.astype(int)
+    return df
+
+
+def _multihead_rows(path: Path, task: str) -> pd.DataFrame:
+    """``task``'s rows of a multihead ``oof.csv`` (18-class label, every head's probabilities side by side)."""
+    frame = _read_csv(path)
+    needed = [*OOF_COLUMNS, *(f"prob_{c}" for c in HEAD_COLUMNS[task])]
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)} (an out-of-fold file of a multihead model)")
+    out = frame[OOF_COLUMNS[:-1]].copy()
+    label = pd.to_numeric(frame["label"], errors="coerce")
+    part = split_class18(label.fillna(0).astype(int).to_numpy())[TASK_NAMES.index(task)]
+    out["label"] = pd.Series(part, index=frame.index).where(label.between(0, NUM_CLASSES - 1))  # bad: NaN
     for k, column in enumerate(HEAD_COLUMNS[task]):
         out[f"prob_{k}"] = frame[f"prob_{column}"]
     return out
+
+
+def read_task_oof(exp_dir: Path, task: str) -> pd.DataFrame | None:
+    """``task``'s out-of-fold predictions over all its folds (person, image, stem, fold, label, prob_k):
+    from its own model's ``<task>/fold<k>/oof.csv``, else from a ``multihead/fold<k>/oof.csv`` (whose label is
+    the 18-class one and whose probability columns hold every head side by side). None when neither exists.
+    A malformed file is an error naming it and its first bad row."""
+    files = sorted((exp_dir / task).glob("fold*/oof.csv"))
+    if files:
+        return pd.concat([_checked(_read_csv(f), task, f) for f in files], ignore_index=True)
+    files = sorted((exp_dir / MULTIHEAD).glob("fold*/oof.csv"))
+    if not files:
+        return None
+    return pd.concat([_checked(_multihead_rows(f, task), task, f) for f in files], ignore_index=True)
 
 
 def read_oof(exp_dir: Path) -> dict[str, pd.DataFrame]:

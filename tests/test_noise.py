@@ -19,7 +19,6 @@ synthetic set showed (benchmarks/results/noise-finder-synthetic-2700.json):
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import io
 import sys
@@ -36,6 +35,7 @@ from datamodules.errors import DataError
 from datamodules.labels import MASK_FILES
 from datamodules.layout import read_train
 from datamodules.relabel import apply_relabels
+from lightning_modules.scoring import OOF_COLUMNS
 
 STEMS = list(MASK_FILES)
 
@@ -47,7 +47,7 @@ def frame(rows: list[tuple]) -> pd.DataFrame:
     """An OOF frame from ``(person, stem, label, [probabilities])`` rows."""
     k = len(rows[0][3])
     data = [(p, f"{s}.jpg", s, 0, lab, *probs) for p, s, lab, probs in rows]
-    return pd.DataFrame(data, columns=noise.OOF_COLUMNS + noise.prob_columns(k))
+    return pd.DataFrame(data, columns=OOF_COLUMNS + noise.prob_columns(k))
 
 
 def person(name: str, label: int, per_photo: list[list[float]]) -> list[tuple]:
@@ -65,12 +65,11 @@ def mask_rows(name: str, probs: dict[str, list[float]] | None = None) -> list[tu
 
 
 def test_oof_columns_are_the_writers():
-    """The finder reads what callbacks/oof_writer.py writes (read from its source: importing it loads Lightning)."""
-    source = (Path(__file__).resolve().parent.parent / "callbacks" / "oof_writer.py").read_text()
-    assign = next(
-        n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Assign) and n.targets[0].id == "OOF_COLUMNS"
-    )
-    assert noise.OOF_COLUMNS == ast.literal_eval(assign.value)
+    """The finder reads what callbacks/oof_writer.py writes."""
+    from callbacks import oof_writer
+
+    assert OOF_COLUMNS == oof_writer.OOF_COLUMNS == ["person", "image", "stem", "fold", "label"]
+    assert noise.prob_columns(3) == oof_writer.prob_columns(3) == ["prob_0", "prob_1", "prob_2"]
 
 
 def test_gender_flip_needs_the_photos_to_agree():
@@ -289,9 +288,7 @@ def simulate_oof(data_dir: Path, seed: int = 0, folds: int = 3) -> tuple[dict[st
         rows["mask"].append((*base, r.mask, *probs["mask"]))
         rows["gender"].append((*base, r.gender, *probs["gender"]))
         rows["age"].append((*base, age_group, *probs["age"]))
-    frames = {
-        t: pd.DataFrame(v, columns=noise.OOF_COLUMNS + noise.prob_columns(len(v[0]) - 5)) for t, v in rows.items()
-    }
+    frames = {t: pd.DataFrame(v, columns=OOF_COLUMNS + noise.prob_columns(len(v[0]) - 5)) for t, v in rows.items()}
     return frames, set(lookalike.index[lookalike])
 
 
