@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -182,6 +183,7 @@ def train(
         if cfg.trainer.compile:
             backbone = model.backbone if isinstance(model, MultiHeadModule) else model.model
             backbone.compile()  # in place: the checkpoint's parameter names stay the same
+    started = time.perf_counter()
     if main:
         save_config(cfg, out / "config.yaml")
     logger = start_wandb_logger(cfg, task, fold) if main else None
@@ -245,6 +247,7 @@ def train(
         "global_step": trainer.global_step,
         "max_epochs": cfg.trainer.max_epochs,
         "val_f1_best": None if best is None else float(best),
+        "seconds": round(time.perf_counter() - started, 1),  # training, validation and the OOF prediction
     }
     if main:
         write_text_atomic(out / DONE, json.dumps(summary))

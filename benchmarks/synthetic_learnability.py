@@ -8,6 +8,7 @@ random (``--leak``: the same people in train and validation). Prints accuracy an
 """
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +18,9 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from datamodules.synthetic import MASK_LABEL, age_group, generate
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from datamodules.synthetic import MASK_LABEL, age_group, generate  # noqa: E402
 
 HEADS = {"mask": (0, 3), "gender": (3, 5), "age": (5, 8)}
 

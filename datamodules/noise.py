@@ -10,7 +10,9 @@ ones are named) and writes into ``runs/<exp>/noise/`` (or ``--out``):
 - ``suspects.png``: a contact sheet of the top ``--top`` suspects, given and predicted labels on each;
 - ``corrections-draft.yaml``: the suspects as a corrections file in the format of
   :mod:`datamodules.relabel` (gender flips, age fixes, swap_incorrect_normal, exclude_images for
-  outliers). Review and edit it, then train with ``--set 'data.relabel=[path/to/corrections-draft.yaml]'``.
+  outliers). Review and edit it, then train with ``--set 'data.relabel=[path/to/corrections-draft.yaml]'``;
+- ``truth-scores.json``, for a synthetic set (its ``truth/noise.csv``): person-level precision and recall
+  per planted error kind, also printed.
 
 The images come from the experiment's data directory (its saved ``config.yaml``, or ``--data-dir``);
 without it the finder still ranks, but draws no contact sheet and uses the models alone.
@@ -59,7 +61,7 @@ import yaml
 from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
-from configs.config import TASK_NAMES
+from configs.config import MULTIHEAD, TASK_NAMES
 from datamodules.atomic import atomic_path, write_text_atomic
 from datamodules.errors import DataError, run_cli
 from datamodules.labels import TASKS
@@ -75,6 +77,7 @@ AGE_MARGIN_YEARS = 5
 THUMB_SIZE = (12, 16)  # width, height of the thumbnails compared within a person
 DRAFT_NAME = "corrections-draft.yaml"
 SHEET_NAME = "suspects.png"
+TRUTH_SCORES_NAME = "truth-scores.json"
 INCORRECT, NOT_WEAR = 1, 2  # mask labels of the incorrect_mask and normal photos
 
 
@@ -106,8 +109,9 @@ def read_oof_frames(exp_dir: Path) -> tuple[dict[str, pd.DataFrame], list[str]]:
 
 
 def saved_config(exp_dir: Path) -> tuple[dict, Path | None]:
-    """The experiment's saved config (the first ``<task>/fold<k>/config.yaml``) as plain data."""
-    for task in TASK_NAMES:
+    """The experiment's saved config (the first ``<task>/fold<k>/config.yaml``, a multihead model's
+    included) as plain data."""
+    for task in (*TASK_NAMES, MULTIHEAD):
         for path in sorted((Path(exp_dir) / task).glob("fold*/config.yaml")):
             try:
                 data = yaml.safe_load(path.read_text()) or {}
@@ -119,8 +123,10 @@ def saved_config(exp_dir: Path) -> tuple[dict, Path | None]:
 
 
 def _age_cuts(exp_dir: Path) -> tuple[int, int]:
-    """The age cuts the age model was trained with (its saved config), else the default 30 and 60."""
-    for path in sorted((Path(exp_dir) / "age").glob("fold*/config.yaml")):
+    """The age cuts the age model was trained with (its saved config; else the multihead model's, whose
+    age head the finder then reads), else the default 30 and 60."""
+    paths = sorted((Path(exp_dir) / "age").glob("fold*/config.yaml"))
+    for path in paths or sorted((Path(exp_dir) / MULTIHEAD).glob("fold*/config.yaml")):
         try:
             cuts = ((yaml.safe_load(path.read_text()) or {}).get("data") or {}).get("age_cuts")
             return int(cuts[0]), int(cuts[1])
@@ -635,6 +641,26 @@ def read_truth(data_dir: str | Path) -> pd.DataFrame:
     return truth
 
 
+def read_disputed(data_dir: str | Path) -> dict[str, set[str]]:
+    """``DIR/truth/disputed.csv`` by kind: the people whose photos leave their label open (a synthetic set's
+    people drawn between the genders); empty when the file is absent."""
+    path = Path(data_dir) / "truth" / "disputed.csv"
+    if not path.is_file():
+        return {}
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in ("path", "kind") if c not in table.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
+    return {kind: set(rows["path"]) for kind, rows in table.groupby("kind")}
+
+
+def score_against_truth(suspects: pd.DataFrame, data_dir: str | Path) -> dict[str, dict] | None:
+    """``score_suspects`` against a synthetic set's planted truth; None for data without ``truth/noise.csv``."""
+    if not (Path(data_dir) / "truth" / "noise.csv").is_file():
+        return None
+    return score_suspects(suspects, read_truth(data_dir), read_disputed(data_dir))
+
+
 def _ratio(a: int, b: int) -> float | None:
     return round(a / b, 4) if b else None
 
@@ -643,9 +669,9 @@ def score_suspects(
     suspects: pd.DataFrame, truth: pd.DataFrame, disputed: dict[str, set[str]] | None = None
 ) -> dict[str, dict]:
     """Person-level precision and recall of the suspects for each error kind planted in ``truth``
-    (``DIR/truth/noise.csv``: a person is its ``path``). ``disputed[kind]`` names people that no image
-    model can tell from an error of that kind (e.g. people whose photos show the other gender): they are
-    left out of ``precision_without_disputed``. Outliers are also scored per photo."""
+    (``DIR/truth/noise.csv``: a person is its ``path``). ``disputed[kind]`` names people whose photos
+    leave that label open (``DIR/truth/disputed.csv``): how many of them were flagged is reported, and
+    ``precision_without_disputed`` leaves them out. Outliers are also scored per photo."""
     report = {}
     for kind in [k for k in KINDS if k in set(truth["kind"])] + sorted(set(truth["kind"]) - set(KINDS)):
         planted = set(truth.loc[truth["kind"] == kind, "path"])
@@ -692,6 +718,8 @@ class NoiseReport:
     missing: list[str]
     data: DataInfo
     draft_changes: int | None
+    truth_scores: dict[str, dict] | None = None  # against DIR/truth/ of a synthetic set
+    truth_file: Path | None = None
 
 
 def _wandb_config(config_path: Path | None, exp: str):
@@ -738,6 +766,11 @@ def run_finder(
     if data.images is not None:
         changes = len(check_draft(draft, data.images))
     sheet = contact_sheet(suspects.head(top), data.files, out_dir / SHEET_NAME, progress=progress)
+    scores = score_against_truth(suspects, data.data_dir) if data.data_dir is not None else None
+    truth_file = None
+    if scores is not None:
+        truth_file = out_dir / TRUTH_SCORES_NAME
+        write_text_atomic(truth_file, json.dumps({"min_confidence": min_confidence, "scores": scores}, indent=2) + "\n")
 
     cfg = _wandb_config(config_path, exp)
     if wandb_mode:
@@ -749,7 +782,7 @@ def run_finder(
         counts = suspects["kind"].value_counts().reindex(KINDS, fill_value=0).to_dict()
         summary = {"exp": exp, "min_confidence": min_confidence, "missing_tasks": missing, "counts": counts}
         log_wandb(cfg, mode, suspects.head(top), data.files, sheet, summary, progress)
-    return NoiseReport(suspects, out_dir, csv, draft, sheet, missing, data, changes)
+    return NoiseReport(suspects, out_dir, csv, draft, sheet, missing, data, changes, scores, truth_file)
 
 
 def summarize(report: NoiseReport) -> str:
@@ -766,6 +799,14 @@ def summarize(report: NoiseReport) -> str:
     check = f" (applies cleanly: {report.draft_changes} changes)" if report.draft_changes is not None else ""
     lines.append(f"draft corrections{check}: {report.draft}")
     lines.append(f"review it, then: python train.py --set 'data.relabel=[{report.draft}]' ...")
+    if report.truth_scores:
+        lines.append(f"against the planted errors in {report.data.data_dir / 'truth'} ({report.truth_file}):")
+        for kind, e in report.truth_scores.items():
+            p, r = (f"{v:.2f}" if v is not None else "-" for v in (e["precision"], e["recall"]))
+            extra = f", {e['flagged_disputed']} disputed people flagged" if e.get("flagged_disputed") else ""
+            lines.append(
+                f"  {kind}: found {e['found']}/{e['planted']}, flagged {e['flagged']}: precision {p}, recall {r}{extra}"
+            )
     return "\n".join(lines)
 
 

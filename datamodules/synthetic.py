@@ -1,8 +1,9 @@
 """Synthetic stand-in for the private mask-status data, in exactly the competition layout.
 
-Drawn people (consistent identity across their 7 photos) with visible mask state, noisy gender cues and
-gradual age cues, plus the real data's quirks: mixed extensions, macOS `._` files, a duplicated id,
-suffixed ids and ~1% planted label noise recorded in `truth/noise.csv`.
+Drawn people (consistent identity across their 7 photos) with visible mask state, overlapping gender
+cues and gradual age cues, plus the real data's quirks: mixed extensions, macOS `._` files, a duplicated
+id, suffixed ids and ~1% planted label noise recorded in `truth/noise.csv`. Like the real data's disputed
+gender labels, a few people look neither male nor female; `truth/disputed.csv` lists them.
 
     python -m datamodules.synthetic --out data/synthetic --people 300 --eval-people 100 --size 96x128
 """
@@ -29,7 +30,9 @@ from tqdm import tqdm
 # --- difficulty knobs -------------------------------------------------------------------------------
 AGE_CUE_STRENGTH = 1.0  # scales greying, wrinkles, eye bags and skin desaturation
 AGE_PERSON_NOISE = 3.0  # sd in years between a person's true age and the age their face shows
-GENDER_CUE_NOISE = 0.08  # share of people whose gender cues are drawn from the other gender
+GENDER_AMBIGUOUS_P = 0.04  # share of people whose gender cues sit midway between the genders (disputed)
+GENDER_AMBIGUITY = (0.45, 0.55)  # their femaleness (0 male cues, 1 female cues) is uniform in this range
+GENDER_AMBIGUOUS_SPREAD = 0.25  # and their cues vary this much less than other people's: they look alike
 PIXEL_NOISE = 5.0  # sd of per-pixel luminance noise (0..255 scale)
 JPEG_QUALITY = 90
 
@@ -203,9 +206,20 @@ def _ramp(x: float, lo: float, hi: float) -> float:
     return float(np.clip((x - lo) / (hi - lo), 0.0, 1.0))
 
 
-def _identity(rng: np.random.Generator, female: bool, age: int) -> dict:
-    """Everything that stays fixed across one person's 7 photos."""
-    shown_female = female if rng.random() >= GENDER_CUE_NOISE else not female
+def femaleness(rng: np.random.Generator, female: np.ndarray) -> np.ndarray:
+    """How female each person's gender cues look: 1 or 0 for most, uniform in GENDER_AMBIGUITY for the
+    GENDER_AMBIGUOUS_P share whose gender no photo settles (listed in truth/disputed.csv)."""
+    female = np.asarray(female, bool)
+    ambiguous = rng.random(len(female)) < GENDER_AMBIGUOUS_P
+    middle = rng.uniform(*GENDER_AMBIGUITY, size=len(female))
+    return np.where(ambiguous, middle, female.astype(float))
+
+
+def _identity(rng: np.random.Generator, f: float, age: int) -> dict:
+    """Everything that stays fixed across one person's 7 photos. Each gender cue's centre moves from the
+    male to the female one with the person's femaleness f (see `femaleness`); the disputed people's cues
+    also vary less, so that they look alike, midway, and a model learns that such a look settles nothing."""
+    spread = 1.0 if f in (0.0, 1.0) else GENDER_AMBIGUOUS_SPREAD
     shown_age = age + rng.normal(0, AGE_PERSON_NOISE)
     s = AGE_CUE_STRENGTH
     grey = float(np.clip(_ramp(shown_age, 26, 64) ** 1.2 * s + rng.normal(0, 0.04), 0, 0.95))
@@ -214,17 +228,17 @@ def _identity(rng: np.random.Generator, female: bool, age: int) -> dict:
     skin = _lerp(skin, [skin.mean()] * 3, desat) * (1 - 0.08 * desat)
     hair = _lerp((22, 18, 16), (120, 82, 50), rng.uniform() ** 2)
     hair = _lerp(hair, (205, 205, 200), grey)
-    lip_red = rng.uniform(0.4, 1.0) if shown_female else rng.uniform(0.0, 0.45)
+    lip_red = 0.225 + 0.475 * f + (rng.uniform() - 0.5) * (0.45 + 0.15 * f) * spread  # U(0, .45) to U(.4, 1)
     bg_top, bg_bottom = rng.uniform(40, 235, 3), rng.uniform(40, 235, 3)
     return {
         "skin": skin,
         "hair": hair,
-        "hair_len": float(np.clip(rng.normal(0.72, 0.22) if shown_female else rng.normal(0.18, 0.16), 0, 1)),
+        "hair_len": float(np.clip(0.12 + 0.63 * f + rng.normal() * (0.08 + 0.04 * f) * spread, 0, 1)),  # long > .35
         "bangs": bool(rng.random() < 0.45),
-        "face_w": float(rng.normal(0.85 if shown_female else 0.97, 0.045)),
+        "face_w": float(0.97 - 0.12 * f + rng.normal() * 0.045 * spread),
         "head": float(rng.uniform(0.9, 1.08)),
-        "brow": float(np.clip(rng.normal(0.7 if shown_female else 1.25, 0.22), 0.35, 2.0)),
-        "beard": float(rng.uniform(0.2, 0.65)) if not shown_female and rng.random() < 0.5 else 0.0,
+        "brow": float(np.clip(1.25 - 0.55 * f + rng.normal() * 0.22 * spread, 0.35, 2.0)),
+        "beard": float(rng.uniform(0.2, 0.65)) if f == 0 and rng.random() < 0.5 else 0.0,
         "lips": _lerp(skin * 0.82, (200, 45, 70), lip_red),
         "wrinkles": _ramp(shown_age, 24, 62) * s * rng.uniform(0.75, 1.25),
         "eyebags": _ramp(shown_age, 28, 64) * s * rng.uniform(0.7, 1.3),
@@ -461,7 +475,7 @@ def _render_person(job: dict) -> int:
     """Draw and write one person's 7 photos; job['names'] are the file paths in MASK_STEMS order."""
     rng = np.random.default_rng(job["rng"])
     size = tuple(job["size"])
-    idt = _identity(rng, job["gender"] == "female", job["age"])
+    idt = _identity(rng, job["femaleness"], job["age"])
     ss = _supersample(size[0])
     bg = _background(idt, size[0] * ss, size[1] * ss)
     mask_style = list(idt["styles"])
@@ -548,22 +562,30 @@ def generate(
         hidden[int(rng.integers(people))] = True
     train["hidden"] = hidden
     noise = _noise_rows(train, marks)
+    train["femaleness"] = femaleness(np.random.default_rng([seed, 23]), train["gender"] == "female")
     order = train.sort_values("path", kind="stable").index
     jobs = []
     for idx, i in enumerate(order):
         r = train.loc[i]
         (train_dir / r["path"]).mkdir(exist_ok=True)
         names = [str(train_dir / r["path"] / (s + e)) for s, e in zip(MASK_STEMS, r["exts"], strict=True)]
-        job = {"rng": [seed, 11, idx], "size": size, "gender": r["gender"], "age": int(r["age"]), "names": names}
+        job = {
+            "rng": [seed, 11, idx],
+            "size": size,
+            "femaleness": r["femaleness"],
+            "age": int(r["age"]),
+            "names": names,
+        }
         jobs.append(job | {"swap": bool(r["swap"]), "outlier": r["outlier"], "hidden": bool(r["hidden"])})
 
     erng = np.random.default_rng([seed, 22])
     e_gender, e_age = _sample_labels(eval_people, erng)
+    e_female = femaleness(np.random.default_rng([seed, 24]), e_gender == "female")
     answers = []
     for idx in range(eval_people):
         names = [_eval_name(seed, idx, stem) for stem in MASK_STEMS]
         jobs.append(
-            {"rng": [seed, 12, idx], "size": size, "gender": e_gender[idx], "age": int(e_age[idx])}
+            {"rng": [seed, 12, idx], "size": size, "femaleness": e_female[idx], "age": int(e_age[idx])}
             | {"names": [str(eval_dir / n) for n in names]}
         )
         g, a = int(e_gender[idx] == "female"), int(age_group(e_age[idx]))
@@ -585,7 +607,23 @@ def generate(
     _write_csv(answers[["ImageID"]].assign(ans=0), out / "eval" / "info.csv")
     _write_csv(answers, truth_dir / "eval_answers.csv")
     _write_csv(noise, truth_dir / "noise.csv")
+    _write_csv(_disputed_rows(train.loc[order]), truth_dir / "disputed.csv")
     return out
+
+
+def _disputed_rows(train: pd.DataFrame) -> pd.DataFrame:
+    """truth/disputed.csv: the train people whose photos sit between the genders (path, kind, given, true,
+    femaleness). Their labels may be right; no image model can confirm or refute them."""
+    ambiguous = train[(train["femaleness"] > 0) & (train["femaleness"] < 1)]
+    return pd.DataFrame(
+        {
+            "path": ambiguous["path"],
+            "kind": "gender",
+            "given": ambiguous["given_gender"],
+            "true": ambiguous["gender"],
+            "femaleness": ambiguous["femaleness"].round(3),
+        }
+    )
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:

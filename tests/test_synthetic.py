@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image, UnidentifiedImageError
 
+from datamodules import synthetic
 from datamodules.synthetic import MASK_LABEL, MASK_STEMS, age_group, generate, main, sample_people, write_preview
 
 SIZE = (48, 64)
@@ -98,6 +99,56 @@ def test_planted_noise_matches_the_files(data):
         else:
             assert (data / "train" / "images" / row.path / row.image).is_file()
             assert row.given == Path(row.image).stem and row.true == "outlier"
+
+
+def test_disputed_people_are_listed(data):
+    train = _train(data).set_index("path")
+    noise = pd.read_csv(data / "truth" / "noise.csv", dtype=str, keep_default_na=False)
+    flipped = set(noise.loc[noise["kind"] == "gender", "path"])
+    disputed = pd.read_csv(data / "truth" / "disputed.csv", dtype=str, keep_default_na=False)
+    assert list(disputed.columns) == ["path", "kind", "given", "true", "femaleness"]
+    assert len(disputed) > 0 and (disputed["kind"] == "gender").all() and disputed["path"].isin(train.index).all()
+    lo, hi = synthetic.GENDER_AMBIGUITY
+    assert disputed["femaleness"].astype(float).between(lo, hi).all()
+    for row in disputed.itertuples():
+        assert train.loc[row.path, "gender"] == row.given
+        assert (row.given != row.true) == (row.path in flipped)
+
+
+def test_femaleness_is_the_label_except_for_the_ambiguous_share():
+    female = np.arange(20_000) % 3 == 0
+    f = synthetic.femaleness(np.random.default_rng(0), female)
+    ambiguous = (f > 0) & (f < 1)
+    assert abs(ambiguous.mean() - synthetic.GENDER_AMBIGUOUS_P) < 0.005
+    assert (f[~ambiguous] == female[~ambiguous]).all()
+    lo, hi = synthetic.GENDER_AMBIGUITY
+    assert (f[ambiguous] >= lo).all() and (f[ambiguous] <= hi).all()
+
+
+def test_ambiguous_cues_sit_between_the_genders_and_look_alike():
+    def cues(f: float) -> pd.DataFrame:
+        rng = np.random.default_rng(1)
+        ids = [synthetic._identity(rng, f, 30) for _ in range(400)]
+        return pd.DataFrame(
+            {
+                "hair_len": [i["hair_len"] for i in ids],
+                "face_w": [i["face_w"] for i in ids],
+                "brow": [i["brow"] for i in ids],
+                "beard": [float(i["beard"] > 0) for i in ids],
+                "lip_red": [i["lips"][0] - i["lips"][1] for i in ids],  # red over green
+            }
+        )
+
+    male, middle, female = cues(0.0), cues(0.5), cues(1.0)
+    for cue in ("hair_len", "lip_red"):
+        assert male[cue].mean() < middle[cue].mean() < female[cue].mean(), cue
+    for cue in ("face_w", "brow"):
+        assert male[cue].mean() > middle[cue].mean() > female[cue].mean(), cue
+        assert middle[cue].std() < 0.5 * min(male[cue].std(), female[cue].std()), cue
+    assert male["beard"].mean() > 0.3 and middle["beard"].max() == female["beard"].max() == 0
+    # long hair (drawn above 0.35) is a strong cue: few clear people cross it; disputed people have a bob
+    assert (female["hair_len"] <= 0.35).mean() < 0.01 and (male["hair_len"] > 0.35).mean() < 0.01
+    assert middle["hair_len"].between(0.35, 0.55).mean() > 0.99
 
 
 def _rgb(path: Path) -> np.ndarray:
