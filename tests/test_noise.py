@@ -34,7 +34,7 @@ import yaml
 
 from datamodules import noise
 from datamodules.errors import DataError
-from datamodules.labels import MASK_FILES
+from datamodules.labels import MASK_FILES, class18
 from datamodules.layout import read_train
 from datamodules.relabel import apply_relabels
 from lightning_modules.scoring import OOF_COLUMNS
@@ -372,7 +372,7 @@ def test_a_multihead_experiment_reads_like_three_models(finder_run, synthetic, t
     frames = simulate_oof(synthetic)
     keys = ["person", "image", "stem", "fold"]
     merged = frames["mask"][keys].copy()
-    merged["label"] = frames["mask"]["label"] * 6 + frames["gender"]["label"] * 3 + frames["age"]["label"]
+    merged["label"] = class18(frames["mask"]["label"], frames["gender"]["label"], frames["age"]["label"])
     probs = [frames[t][noise.prob_columns(k)].to_numpy() for t, k in (("mask", 3), ("gender", 2), ("age", 3))]
     merged[noise.prob_columns(8)] = np.hstack(probs)
     exp_dir = write_experiment(tmp_path / "runs", "mh", {"multihead": merged}, synthetic)
