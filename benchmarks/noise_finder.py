@@ -2,9 +2,9 @@
 
 Runs the finder (``python -m datamodules.noise``) on an experiment trained on a synthetic data set, scores
 its suspects against the set's ``truth/noise.csv`` (person-level precision and recall per error kind at
-the finder's cut-off; outliers also per photo; the people of ``truth/disputed.csv``, drawn between the
-genders, counted apart) and writes ``benchmarks/results/noise-finder-<name>.json`` with the models'
-out-of-fold F1 and training time.
+the finder's cut-off; outliers also per photo; flags on the people of ``truth/disputed.csv``, drawn between
+the genders, count as false alarms and are also reported apart) and writes
+``benchmarks/results/noise-finder-<name>.json`` with the models' out-of-fold F1 and training time.
 
 The experiment behind ``benchmarks/results/noise-finder-synthetic-2700-cpu-2core.json`` (the default
 synthetic set's 2,700 people and planted noise, drawn at 60x80, one multihead model per fold on the 2-core

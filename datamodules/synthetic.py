@@ -30,7 +30,7 @@ from tqdm import tqdm
 # --- difficulty knobs -------------------------------------------------------------------------------
 AGE_CUE_STRENGTH = 1.0  # scales greying, wrinkles, eye bags and skin desaturation
 AGE_PERSON_NOISE = 3.0  # sd in years between a person's true age and the age their face shows
-GENDER_AMBIGUOUS_P = 0.04  # share of people whose gender cues sit midway between the genders (disputed)
+GENDER_AMBIGUOUS_P = 14 / 2700  # share of people drawn midway between the genders: the real data's 14 disputed
 GENDER_AMBIGUITY = (0.45, 0.55)  # their femaleness (0 male cues, 1 female cues) is uniform in this range
 GENDER_AMBIGUOUS_SPREAD = 0.25  # and their cues vary this much less than other people's: they look alike
 PIXEL_NOISE = 5.0  # sd of per-pixel luminance noise (0..255 scale)
@@ -208,9 +208,11 @@ def _ramp(x: float, lo: float, hi: float) -> float:
 
 def femaleness(rng: np.random.Generator, female: np.ndarray) -> np.ndarray:
     """How female each person's gender cues look: 1 or 0 for most, uniform in GENDER_AMBIGUITY for the
-    GENDER_AMBIGUOUS_P share whose gender no photo settles (listed in truth/disputed.csv)."""
+    GENDER_AMBIGUOUS_P share (rounded to whole people, as in the real data: 14 of 2,700) whose gender no photo
+    settles (listed in truth/disputed.csv)."""
     female = np.asarray(female, bool)
-    ambiguous = rng.random(len(female)) < GENDER_AMBIGUOUS_P
+    ambiguous = np.zeros(len(female), bool)
+    ambiguous[rng.choice(len(female), round(GENDER_AMBIGUOUS_P * len(female)), replace=False)] = True
     middle = rng.uniform(*GENDER_AMBIGUITY, size=len(female))
     return np.where(ambiguous, middle, female.astype(float))
 
