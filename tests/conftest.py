@@ -118,3 +118,13 @@ def quick_cfg(data_dir: Path, tmp_path: Path, *overrides: str):
         "trainer.progress_bar=false",
         *overrides,
     )
+
+
+def offline_wandb_records(run_dir: Path) -> bytes:
+    """The records of an offline W&B run (``run-<id>.wandb`` in its folder), read once W&B has closed the
+    file: ``run.finish()`` hands the records to W&B's background service, which may still be writing them;
+    ``wandb.teardown()`` waits for it to finish."""
+    import wandb
+
+    wandb.teardown()
+    return next(run_dir.glob("run-*.wandb")).read_bytes()

@@ -11,7 +11,7 @@ synthetic set showed (benchmarks/results/noise-finder-synthetic-2700-cpu-2core.j
   0.9 to 1.0 on the true state.
 - gender: a person looks like their true gender, with a logit towards it of N(4, 1), except for the
   set's disputed people (``truth/disputed.csv``, drawn between the genders), whose logit is N(0, 1) as a
-  calibrated model's would be (the model of that file was surer: it flagged 22 of 116); each photo adds
+  calibrated model's would be (the model of that file was surer: it flagged 2 of 14); each photo adds
   N(0, 1).
 - age: a person looks their true age plus N(0, 3) years, each photo adds N(0, 2); the probability of
   each group falls off smoothly (2 years per logit) across the cuts.

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import quick_cfg
+from conftest import offline_wandb_records, quick_cfg
 
 import predict
 import train
@@ -80,7 +80,7 @@ def test_oof_scores_merge_the_three_tasks(experiment, capsys, monkeypatch):
     monkeypatch.chdir(experiment)
     assert predict.main(_args(experiment, "--oof", "--wandb", "offline")) == 0
     (run,) = (experiment / "wandb" / "wandb").glob("offline-run-*")
-    data = next(run.glob("run-*.wandb")).read_bytes()
+    data = offline_wandb_records(run)
     assert b"task_f1/age" in data and b"oof/confusion_matrix" in data
     report = json.loads((experiment / "runs" / "e2e" / "oof_scores.json").read_text())
     assert report["images"] == 300 * 7  # every training image is out-of-fold exactly once

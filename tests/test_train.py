@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import quick_cfg
+from conftest import offline_wandb_records, quick_cfg
 from sklearn.metrics import f1_score
 
 import train as train_cli
@@ -58,7 +58,7 @@ def test_fold_all_makes_one_wandb_run_per_fold(synthetic, tmp_path, monkeypatch)
     runs = sorted((tmp_path / "wandb" / "wandb").glob("offline-run-*"))
     assert len(runs) == 2
     # an offline run keeps its records (config, metrics, media) in run-<id>.wandb until `wandb sync`
-    records = [next(run.glob("run-*.wandb")).read_bytes() for run in runs]
+    records = [offline_wandb_records(run) for run in runs]
     for data in records:
         for logged in (b"val/f1", b"train/loss", b"test_resnet", b"wb-mask", b"val/worst_images"):
             assert logged in data
