@@ -121,9 +121,9 @@ def quick_cfg(data_dir: Path, tmp_path: Path, *overrides: str):
 
 
 def offline_wandb_records(run_dir: Path) -> bytes:
-    """The records of an offline W&B run (``run-<id>.wandb`` in its folder), read once W&B has closed the
-    file: ``run.finish()`` hands the records to W&B's background service, which may still be writing them;
-    ``wandb.teardown()`` waits for it to finish."""
+    """The records of an offline W&B run (``run-<id>.wandb`` in its folder), read after ``wandb.teardown()``
+    has shut W&B's background service down, so that nothing it still holds is missed (a clean-clone CI run
+    once read only the file's header right after ``run.finish()``)."""
     import wandb
 
     wandb.teardown()
