@@ -76,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - start
     disputed = noise.read_disputed(args.data_dir)
     scores = report.truth_scores
-    frames, _ = noise.read_oof_frames(Path(args.runs_dir) / args.exp)
-    config, _ = noise.saved_config(Path(args.runs_dir) / args.exp)
+    frames, config = report.frames, report.config
     planted_flips = set(truth.loc[truth["kind"] == "gender", "path"])
     seconds_per_run = train_seconds(Path(args.runs_dir) / args.exp)
     result = {

@@ -720,6 +720,8 @@ class NoiseReport:
     draft_changes: int | None
     truth_scores: dict[str, dict] | None = None  # against DIR/truth/ of a synthetic set
     truth_file: Path | None = None
+    frames: dict[str, pd.DataFrame] = field(default_factory=dict)  # the out-of-fold predictions it ranked
+    config: dict = field(default_factory=dict)  # the experiment's saved config, as plain data
 
 
 def _wandb_config(config_path: Path | None, exp: str):
@@ -782,7 +784,7 @@ def run_finder(
         counts = suspects["kind"].value_counts().reindex(KINDS, fill_value=0).to_dict()
         summary = {"exp": exp, "min_confidence": min_confidence, "missing_tasks": missing, "counts": counts}
         log_wandb(cfg, mode, suspects.head(top), data.files, sheet, summary, progress)
-    return NoiseReport(suspects, out_dir, csv, draft, sheet, missing, data, changes, scores, truth_file)
+    return NoiseReport(suspects, out_dir, csv, draft, sheet, missing, data, changes, scores, truth_file, frames, config)
 
 
 def summarize(report: NoiseReport) -> str:
