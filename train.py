@@ -22,6 +22,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import TQDMProgressBar
+from pytorch_lightning.strategies import StrategyRegistry
 from pytorch_lightning.utilities import rank_zero_only
 
 from callbacks.checkpoints import BEST, LAST, training_callbacks
@@ -32,16 +33,17 @@ from configs.config import MULTIHEAD, TASK_NAMES, Config, ConfigError, load_conf
 from datamodules.atomic import write_text_atomic
 from datamodules.datamodule import MaskDataModule, parse_fold
 from datamodules.dataset import worker_death
-from datamodules.errors import DataError, run_cli
+from datamodules.errors import run_cli
 from datamodules.labels import NUM_CLASSES, TASKS
 from datamodules.prepare import PreparedData, prepare
 from datamodules.summary import summarize
 from lightning_modules.multihead import MultiHeadModule
 from lightning_modules.optim import accumulation
 from lightning_modules.task_module import TaskModule
+from rundir.claim import CONFIG, DONE, check_resume, check_resumed_data, claim_run_dir, ensure_writable, settle_replaced
+from rundir.lock import RunLock
 
 log = logging.getLogger("train")
-DONE = "done.json"  # written last: the run finished (a resumed --fold all skips it)
 QUIET = (  # Lightning's advice that does not apply here
     r".*exists and is not empty.*",
     r".*litlogger.*",
@@ -69,10 +71,15 @@ def run_dir(cfg: Config, task: str, fold: int | str) -> Path:
     return Path(cfg.runs_dir) / cfg.exp / task / f"fold{fold}"
 
 
+def uses_cuda(cfg: Config) -> bool:
+    t = cfg.trainer
+    return t.accelerator in ("gpu", "cuda") or (t.accelerator == "auto" and torch.cuda.is_available())
+
+
 def hardware(cfg: Config) -> dict:
     """Accelerator, precision and accumulation: bf16 on CUDA, fp32 on CPU, the effective batch kept."""
     t = cfg.trainer
-    cuda = t.accelerator in ("gpu", "cuda") or (t.accelerator == "auto" and torch.cuda.is_available())
+    cuda = uses_cuda(cfg)
     precision = t.precision if t.precision != "auto" else ("bf16-mixed" if cuda else "32-true")
     accumulate = accumulation(t.effective_batch, cfg.loader.batch_size, t.devices)
     return {
@@ -85,42 +92,42 @@ def hardware(cfg: Config) -> dict:
     }
 
 
-RESULTS = (f"{BEST}.ckpt", f"{LAST}.ckpt", "oof.csv", DONE)
-
-
-def claim_run_dir(out: Path, resume: bool, overwrite: bool, max_epochs: int) -> bool:
-    """Make ``out`` ready for a run; False when ``resume`` finds the run finished already (with at least
-    ``max_epochs``: a larger one trains on from last.ckpt). An earlier run's results are never replaced
-    unless ``overwrite``."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / ".write-check", "")
-        (out / ".write-check").unlink()
-    except OSError as exc:
-        raise DataError(
-            f"cannot write the run directory {out} ({exc.strerror or exc}): choose another runs_dir "
-            "(--set runs_dir=DIR) or fix its permissions"
-        ) from None
-    found = [name for name in RESULTS if (out / name).exists()]
-    if resume:
-        if DONE not in found:
-            return True
-        try:
-            finished = json.loads((out / DONE).read_text()).get("max_epochs", 0)
-        except (OSError, ValueError):
-            finished = 0
-        if finished >= max_epochs:
-            return False
-        (out / DONE).unlink()  # more epochs asked for: not finished any more
-        return True
-    if found and not overwrite:
-        raise DataError(
-            f"{out} already holds an earlier run ({', '.join(found)}): pass --resume to continue it (finished "
-            "runs are skipped), --overwrite to replace it, or --exp NAME for a new experiment"
+def check_settings(cfg: Config, fold: int | str) -> None:
+    """Settings that would only fail inside Lightning, checked before any work: the accelerator, the strategy,
+    and a plateau schedule (which follows val/f1) on a run without validation."""
+    t = cfg.trainer
+    if t.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={t.accelerator}: no CUDA GPU is visible to this process "
+            "(torch.cuda.is_available() is false): use trainer.accelerator=auto or cpu"
         )
-    for name in found:
-        (out / name).unlink()
-    return True
+    strategies = ["auto", *StrategyRegistry.available_strategies()]
+    if t.strategy not in strategies:
+        raise ConfigError(
+            f"trainer.strategy: {t.strategy!r} is not a Lightning strategy; choose one of {', '.join(strategies)}"
+        )
+    if fold == "full" and cfg.optim.scheduler == "plateau":
+        raise ConfigError(
+            "optim.scheduler=plateau lowers the learning rate when val/f1 stops improving, and --fold full has no "
+            "validation: use optim.scheduler=cosine, step or none with --fold full"
+        )
+
+
+def effective_batch(cfg: Config, hw: dict) -> int:
+    """The effective batch the chosen accumulation gives; a warning naming it when it is not the asked one
+    (``trainer.effective_batch`` not a multiple of devices x batch: the nearest one is trained with)."""
+    effective = hw["devices"] * cfg.loader.batch_size * hw["accumulate_grad_batches"]
+    if effective != cfg.trainer.effective_batch:
+        log.warning(
+            "trainer.effective_batch %d is not a multiple of %d device(s) x batch %d: training with the nearest, "
+            "an effective batch of %d (accumulation %d)",
+            cfg.trainer.effective_batch,
+            hw["devices"],
+            cfg.loader.batch_size,
+            effective,
+            hw["accumulate_grad_batches"],
+        )
+    return effective
 
 
 def build_model(cfg: Config, task: str, dm: MaskDataModule) -> pl.LightningModule:
@@ -143,24 +150,50 @@ def train(
     data: PreparedData | None = None,
     callbacks: list[pl.Callback] = (),
 ) -> Path:
-    """Train ``task`` on ``fold``; return its run directory. With ``resume``, continue from last.ckpt, or
-    skip the run when it finished already. ``data``: ``prepare(cfg)``'s result, when the caller has it;
-    ``callbacks``: more Lightning callbacks (e.g. a timer)."""
+    """Train ``task`` on ``fold``; return its run directory. With ``resume``, continue from last.ckpt (when it
+    was trained with the same settings), or skip the run when it finished already; with ``overwrite``, replace
+    an earlier run (whose results are kept until the new one has a checkpoint). One process per run directory.
+    ``data``: ``prepare(cfg)``'s result, when the caller has it; ``callbacks``: more Lightning callbacks."""
     fold = parse_fold(fold, cfg.data.n_folds)
+    check_settings(cfg, fold)
     out = run_dir(cfg, task, fold)
-    main = main_process()  # the other processes start after rank 0's claim, and only follow it
-    if main:
-        go = claim_run_dir(out, resume, overwrite, cfg.trainer.max_epochs)
-    else:
-        go = not (resume and (out / DONE).is_file())
-    if not go:
-        log.info("%s fold %s finished already (%s): skipping it", task, fold, out / DONE)
-        return out
+    if not main_process():  # started from inside rank 0's fit, after its claim: it only follows
+        if resume and (out / DONE).is_file():
+            return out
+        return _fit(cfg, task, fold, out, resume, None, data, callbacks)
+    ensure_writable(out)
+    with RunLock(out):
+        saved = check_resume(cfg, task, out) if resume else None  # before anything is written
+        if not claim_run_dir(out, resume, overwrite, cfg.trainer.max_epochs):
+            log.info("%s fold %s finished already (%s): skipping it", task, fold, out / DONE)
+            return out
+        try:
+            return _fit(cfg, task, fold, out, resume, saved, data, callbacks)
+        finally:
+            settle_replaced(out)  # an overwritten run's results: dropped once this one has a checkpoint
+
+
+def _fit(
+    cfg: Config,
+    task: str,
+    fold: int | str,
+    out: Path,
+    resume: bool,
+    saved: dict | None,
+    data: PreparedData | None,
+    callbacks: list[pl.Callback],
+) -> Path:
+    """The training itself, in the claimed run directory ``out`` (``saved``: the hyperparameters of the
+    checkpoint a resumed run continues from)."""
+    main = main_process()
     quiet_lightning()
     pl.seed_everything(cfg.seed, workers=True)
     dm = MaskDataModule(cfg, task, fold, progress=cfg.trainer.progress_bar, data=data)
     dm.prepare_data()
     dm.setup("fit")
+    if main:
+        check_resumed_data(saved, dm.data.fingerprint, out)
+        (out / DONE).unlink(missing_ok=True)  # a finished run resumed for more epochs is not finished any more
     validate = len(dm.val_frame) > 0
     hw = hardware(cfg)
     log.info(
@@ -170,7 +203,7 @@ def train(
         fold,
         len(dm.train_frame),
         len(dm.val_frame),
-        hw["devices"] * cfg.loader.batch_size * hw["accumulate_grad_batches"],
+        effective_batch(cfg, hw),
         hw["devices"],
         cfg.loader.batch_size,
         hw["accumulate_grad_batches"],
@@ -185,7 +218,7 @@ def train(
             backbone.compile()  # in place: the checkpoint's parameter names stay the same
     started = time.perf_counter()
     if main:
-        save_config(cfg, out / "config.yaml")
+        save_config(cfg, out / CONFIG)
     logger = start_wandb_logger(cfg, task, fold) if main else None
     try:
         callbacks = [*training_callbacks(cfg, out, validate, lr_monitor=logger is not None), *callbacks]
@@ -311,6 +344,8 @@ def data_key(cfg: Config) -> str:
 def run(args: argparse.Namespace) -> None:
     base = config_from_args(args, None)
     jobs = expand(args.task, args.fold, base.data.n_folds)
+    for task, fold in jobs:  # mistakes that would stop a job part-way: before any data work
+        check_settings(config_from_args(args, task), fold)
     prepared = {data_key(base): prepare(base, progress=base.trainer.progress_bar)}
     if main_process():
         print(summarize(prepared[data_key(base)]), flush=True)
@@ -336,9 +371,11 @@ def run(args: argparse.Namespace) -> None:
         import predict
 
         exp_dir = Path(base.runs_dir) / base.exp
-        if any(exp_dir.glob("*/fold*/oof.csv")):
-            predict.write_oof_report(base, exp_dir)
-        predict.write_submission(base, exp_dir, data_dir=str(base.data.dir))
+        # the folds just trained: the k-fold models (every one found), or the holdout or full model alone
+        folds = [args.fold] if args.fold in ("holdout", "full") else None
+        if args.fold != "full":  # the OOF estimate with the submission's flip TTA
+            predict.write_oof_report(base, exp_dir, folds=folds, tta="flip", data_dir=str(base.data.dir))
+        predict.write_submission(base, exp_dir, folds=folds, data_dir=str(base.data.dir))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -47,9 +47,9 @@ def main() -> int:
             "python": platform.python_version(),
             "torch": torch.__version__,
             "wall_seconds": round(wall, 1),
-            "oof": {k: oof[k] for k in ("images", "f1", "accuracy", "task_f1")},
-            "eval_truth": json.loads((exp / "predict_report.json").read_text()).get("eval")
-            if (exp / "predict_report.json").is_file()
+            "oof": {k: oof.get(k) for k in ("tta", "images", "f1", "accuracy", "task_f1", "competition")},
+            "eval_truth": json.loads((exp / "submission_report.json").read_text()).get("eval")
+            if (exp / "submission_report.json").is_file()
             else None,
         }
     finally:

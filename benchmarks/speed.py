@@ -329,7 +329,7 @@ def seed_experiment(data_dir: str, runs: Path, extra: list[str]) -> dict:
         ["--ensemble", "soft", "--tta", "flip", "--data-dir", data_dir, "--wandb", "disabled", *common]
     )
     total = time.perf_counter() - start
-    report = json.loads((runs / "seed" / "predict_report.json").read_text()) if code2 == 0 else {}
+    report = json.loads((runs / "seed" / "submission_report.json").read_text()) if code2 == 0 else {}
     return {
         "train_seconds": round(trained, 1),
         "predict_seconds": round(total - trained, 1),

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor
 
-from callbacks.resume import AtomicModelCheckpoint, LastCheckpoint, SamplerPosition
+from callbacks.resume import AtomicModelCheckpoint, LastCheckpoint, SamplerPosition, ScheduleLength
 from configs.config import Config
 from datamodules.atomic import atomic_path
 
@@ -30,6 +30,7 @@ def training_callbacks(cfg: Config, run_dir: Path, validate: bool, lr_monitor: b
         ),
         LastCheckpoint(run_dir / f"{LAST}.ckpt", every_n_steps=cfg.trainer.checkpoint_every_n_steps),
         SamplerPosition(),
+        ScheduleLength(),
         EpochMetricsCSV(run_dir / "metrics.csv"),
     ]
     if validate and cfg.trainer.early_stopping_patience > 0:
@@ -40,16 +41,23 @@ def training_callbacks(cfg: Config, run_dir: Path, validate: bool, lr_monitor: b
 
 
 class EpochMetricsCSV(pl.Callback):
-    """One row per epoch with every epoch-level metric (``train/loss_epoch``, ``val/f1``, ...)."""
+    """One row per epoch with every epoch-level metric (``train/loss_epoch``, ``val/f1``, ...) and the
+    learning rate the epoch trained with (``lr``, of the first parameter group)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._lr: float | None = None
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # read here: Lightning steps an epoch's schedule before the epoch-end hooks run
+        self._lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if not k.endswith("_step")}
-        row = {"epoch": trainer.current_epoch, "step": trainer.global_step, **metrics}
+        lr = {} if self._lr is None else {"lr": self._lr}
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step, **lr, **metrics}
         rows = [r for r in self._read() if r["epoch"] != str(row["epoch"])] + [row]  # a resumed epoch replaces
         keys = list(dict.fromkeys(k for r in rows for k in r))
         with atomic_path(self.path) as tmp, tmp.open("w", newline="") as f:

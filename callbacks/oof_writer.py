@@ -11,12 +11,14 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 
 from datamodules.atomic import atomic_path
 from datamodules.shard import gather_rows
-from lightning_modules.scoring import OOF_COLUMNS, prob_columns
+from lightning_modules.scoring import AGE, OOF_COLUMNS, prob_columns
 
 
 class OOFWriter(BasePredictionWriter):
     """On ``trainer.predict`` over the validation loader, write ``oof.csv``: person, image, stem, fold,
-    label and one probability column per class, in the validation frame's row order."""
+    label, the person's raw age (so that the predictions can be scored at the competition's age cuts whatever
+    ``data.age_cuts`` the label was made at) and one probability column per class, in the validation frame's
+    row order."""
 
     def __init__(self, path: Path, frame: pd.DataFrame, label_column: str):
         super().__init__(write_interval="epoch")
@@ -33,8 +35,9 @@ class OOFWriter(BasePredictionWriter):
         probs = probs.cpu().numpy()
         if len(probs) != len(self.frame):
             raise RuntimeError(f"{len(probs)} predictions for {len(self.frame)} validation images")
-        out = self.frame[OOF_COLUMNS[:-1]].reset_index(drop=True).copy()  # then the label, then probabilities
+        out = self.frame[OOF_COLUMNS[:-1]].reset_index(drop=True).copy()  # then the label, the age, the probabilities
         out["label"] = self.frame[self.label_column].to_numpy()
+        out[AGE] = self.frame[AGE].to_numpy()
         out[prob_columns(probs.shape[1])] = probs
         with atomic_path(self.path) as tmp:
             out.to_csv(tmp, index=False, float_format="%.6f")

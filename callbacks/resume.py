@@ -11,17 +11,23 @@ iterator, so the rest of the epoch is exactly the batches the killed run had not
 On SIGTERM Lightning only sets ``trainer.received_sigterm`` and raises ``SIGTERMException`` (a
 ``SystemExit`` with exit code 0) after the current batch. :class:`LastCheckpoint` holds that back to the end
 of a gradient-accumulation cycle (or the epoch's end, after validation), saves ``last.ckpt`` and makes the
-process exit with 143, logging the command that resumes the run.
+process exit with 143, logging the command that resumes the run. A first Ctrl-C during training takes the same
+way (exit 130); a second one stops at once, with the same hint (``last.ckpt`` then holds the last save).
+
+A resumed run may be asked for more epochs than it was planned for: :class:`ScheduleLength` makes the restored
+learning-rate schedule the one a run planned for the new length follows (see ``fit_schedule_to_length``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shlex
 import signal
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,8 +39,11 @@ from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader
 
+from lightning_modules.optim import fit_schedule_to_length
+
 log = logging.getLogger(__name__)
 SIGTERM_EXIT = 128 + signal.SIGTERM  # 143: the shell's code for "stopped by SIGTERM"
+SIGINT_EXIT = 128 + signal.SIGINT  # 130: stopped by Ctrl-C
 
 
 @contextlib.contextmanager
@@ -48,8 +57,15 @@ def atomic_checkpoint(trainer: pl.Trainer, path: str | Path) -> Iterator[Path]:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
+        if trainer.is_global_zero:
+            # Lightning's writer swallows a permission error and writes nothing: make the file first, so that an
+            # unwritable directory is an error naming it
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            open(tmp, "wb").close()
         yield tmp  # every process saves (the global-zero one writes)
         if trainer.is_global_zero:
+            if tmp.stat().st_size == 0:
+                raise OSError(errno.EIO, "the checkpoint was not written (nothing reached the file)", str(tmp))
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -117,6 +133,8 @@ class LastCheckpoint(Checkpoint):
         self.every_n_steps = every_n_steps
         self._saved_step = -1  # the global step last.ckpt was last written at, by this process
         self._sigterm_held = False
+        self._stopped_by = "SIGTERM"  # or Ctrl-C
+        self._sigint_before: Any = None  # the SIGINT handler to put back after training
 
     def save(self, trainer: pl.Trainer) -> None:
         save_checkpoint_atomic(trainer, self.path)
@@ -124,6 +142,33 @@ class LastCheckpoint(Checkpoint):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._saved_step = trainer.global_step  # a resumed run starts from a checkpoint of this step
+        self._catch_ctrl_c(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._release_ctrl_c()
+
+    def _catch_ctrl_c(self, trainer: pl.Trainer) -> None:
+        """A first Ctrl-C stops like SIGTERM (at the end of the optimizer step, saving last.ckpt); a second one
+        raises KeyboardInterrupt at once. Only the main thread can own a signal."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._sigint_before = signal.getsignal(signal.SIGINT)
+
+        def first_ctrl_c(signum, frame) -> None:
+            self._release_ctrl_c()  # the next Ctrl-C goes to the handler from before: KeyboardInterrupt
+            self._stopped_by = "Ctrl-C"
+            if trainer.is_global_zero:
+                log.warning(
+                    "Ctrl-C: finishing the optimizer step, then saving %s (Ctrl-C again stops at once)", self.path
+                )
+            trainer._signal_connector.received_sigterm = True
+
+        signal.signal(signal.SIGINT, first_ctrl_c)
+
+    def _release_ctrl_c(self) -> None:
+        if self._sigint_before is not None:
+            signal.signal(signal.SIGINT, self._sigint_before)
+            self._sigint_before = None
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         epoch_end, boundary = _epoch_end(trainer), _step_boundary(trainer)
@@ -150,11 +195,18 @@ class LastCheckpoint(Checkpoint):
             self._release_sigterm(trainer)  # Lightning stops once the epoch is closed
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._release_ctrl_c()
+        if isinstance(exception, KeyboardInterrupt):  # a second Ctrl-C: no save, the last one stands
+            if trainer.is_global_zero and self.path.is_file():
+                log.warning(
+                    "Stopped by Ctrl-C; %s holds the last saved step. Resume with:\n  %s", self.path, resume_command()
+                )
+            return
         if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:
             return
         if trainer.global_step != self._saved_step:
             self.save(trainer)
-        exception.code = SIGTERM_EXIT
+        exception.code = SIGINT_EXIT if self._stopped_by == "Ctrl-C" else SIGTERM_EXIT
         if trainer.is_global_zero:
             epochs = trainer.fit_loop.epoch_progress.current
             if epochs.processed < epochs.started:
@@ -162,7 +214,8 @@ class LastCheckpoint(Checkpoint):
             else:
                 where = f"the end of epoch {epochs.processed - 1}"
             log.warning(
-                "Stopped by SIGTERM at step %d (%s); saved in %s. Resume with:\n  %s",
+                "Stopped by %s at step %d (%s); saved in %s. Resume with:\n  %s",
+                self._stopped_by,
                 trainer.global_step,
                 where,
                 self.path,
@@ -258,3 +311,22 @@ class SamplerPosition(pl.Callback):
         fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
         if fetcher is not None:
             iter(fetcher)
+
+
+class ScheduleLength(pl.Callback):
+    """On a resumed run: the restored learning-rate schedules follow the run's ``max_epochs`` (which may have
+    grown since the checkpoint), by the rule of :func:`lightning_modules.optim.fit_schedule_to_length`."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.ckpt_path is None:
+            return
+        for config in trainer.lr_scheduler_configs:
+            if fit_schedule_to_length(config.scheduler, trainer.max_epochs) and trainer.is_global_zero:
+                log.info(
+                    "resumed with trainer.max_epochs=%d: the cosine learning-rate schedule now runs over %d epochs "
+                    "(epoch %d at learning rate %.3g)",
+                    trainer.max_epochs,
+                    trainer.max_epochs,
+                    trainer.current_epoch,
+                    config.scheduler.get_last_lr()[0],
+                )

@@ -275,13 +275,17 @@ def config_from_dict(data: dict) -> Config:
 
 def load_config(task: str | None = None, files: list[str | Path] = (), overrides: list[str] = ()) -> Config:
     """Build the resolved config for ``task`` from the default, the task's file, ``files`` and ``overrides``."""
-    data = read_yaml(CONFIG_DIR / "default.yaml")
-    if task is not None:
-        task_file = CONFIG_DIR / "tasks" / f"{task}.yaml"
-        if task_file.is_file():
-            data = _merge(data, read_yaml(task_file))
-    for f in files:
-        data = _merge(data, read_yaml(f))
+    layers = [CONFIG_DIR / "default.yaml"]
+    if task is not None and (CONFIG_DIR / "tasks" / f"{task}.yaml").is_file():
+        layers.append(CONFIG_DIR / "tasks" / f"{task}.yaml")
+    data: dict = {}
+    for path in [*layers, *files]:
+        layer = read_yaml(path)
+        try:
+            config_from_dict(layer)  # each file's own keys and values, so that a mistake names its file
+        except ConfigError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+        data = _merge(data, layer)
     for text in overrides:
         data = _merge(data, parse_override(text))
     cfg = config_from_dict(data)

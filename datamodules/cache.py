@@ -16,6 +16,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,8 +111,12 @@ def open_cache(files: Sequence[str], aug: AugmentConfig, cache_dir: Path, name: 
 _worker: dict = {}
 
 
-def _init_worker(path: str, shape: tuple, aug: AugmentConfig) -> None:
+def _init_worker(path: str, shape: tuple, aug: AugmentConfig, pool: bool = True) -> None:
     from datamodules.transforms import geometry_only
+
+    if pool:  # Ctrl-C reaches the main process, which stops the pool (with SIGTERM): no traceback from every worker
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not a handler inherited from the parent: SIGTERM ends it
 
     _worker["array"] = np.memmap(path, dtype=np.uint8, mode="r+", shape=shape)
     _worker["geometry"] = geometry_only(aug)
@@ -163,7 +168,7 @@ def build_cache(
         bad: list[str] = []
         bar = tqdm(total=len(files), desc=f"caching {name} images", unit="img", disable=not progress)
         if workers == 1:
-            _init_worker(str(tmp), shape, aug)
+            _init_worker(str(tmp), shape, aug, pool=False)
             results = map(_fill, tasks)
         else:
             ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")

@@ -13,7 +13,7 @@ from configs.config import MULTIHEAD, Config, ConfigError
 from datamodules.cache import usable_cpus
 from datamodules.dataset import ImageDataset, seed_worker
 from datamodules.folds import select
-from datamodules.labels import MULTIHEAD_TASK, TASKS
+from datamodules.labels import MULTIHEAD_TASK, TASKS, with_competition_labels
 from datamodules.layout import read_eval
 from datamodules.prepare import PreparedData, eval_cache, prepare
 from datamodules.sampler import BalancedSampler, ShuffleSampler
@@ -58,7 +58,7 @@ class MaskDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.data is None:
             self.data = prepare(self.cfg, progress=False)
-        images = self.data.images
+        images = with_competition_labels(self.data.images)
         train_people, val_people = select(images[["person", "fold", "holdout"]].drop_duplicates(), self.fold)
         self.train_frame = images[images["person"].isin(train_people)].reset_index(drop=True)
         self.val_frame = images[images["person"].isin(val_people)].reset_index(drop=True)
@@ -70,8 +70,17 @@ class MaskDataModule(pl.LightningDataModule):
     def labels(self, frame: pd.DataFrame) -> list:
         """The targets: the task's class per image; for multihead a (mask, gender, age group) row each."""
         if self.task is MULTIHEAD_TASK:
-            return list(frame[["mask", "gender", "age_group"]].to_numpy(dtype=np.int64))
+            return list(frame[["mask", "gender", "age_group"]].to_numpy(dtype=np.int64, copy=True))
         return frame[self.task.column].astype(int).tolist()
+
+    def val_targets(self, frame: pd.DataFrame) -> list:
+        """Validation targets: the training label, then the label at the competition's age cuts (for multihead:
+        mask, gender, age group, age group at the competition's cuts), so both scores are kept."""
+        if self.task is MULTIHEAD_TASK:
+            columns = ["mask", "gender", "age_group", "age_group_competition"]
+        else:
+            columns = [self.task.column, self.task.scored_column]
+        return list(frame[columns].to_numpy(dtype=np.int64, copy=True))
 
     def sampler_labels(self, frame: pd.DataFrame) -> list[int]:
         """What the balanced sampler balances: the task's classes (for multihead, the 18 classes)."""
@@ -80,9 +89,9 @@ class MaskDataModule(pl.LightningDataModule):
     def _loader(self, dataset, sampler=None, persistent: bool = True) -> DataLoader:
         return make_loader(self.cfg, dataset, sampler, persistent)
 
-    def dataset(self, frame: pd.DataFrame, transform, targets, cache, seed: int = 0) -> ImageDataset:
+    def dataset(self, frame: pd.DataFrame, transform, targets, cache, seed: int = 0, rank: int = 0) -> ImageDataset:
         geometry = geometry_only(self.cfg.augment)
-        dataset = ImageDataset(frame["file"], targets, transform, seed, geometry=geometry, cache=cache)
+        dataset = ImageDataset(frame["file"], targets, transform, seed, geometry=geometry, cache=cache, rank=rank)
         self.datasets.append(dataset)  # to name the file a dead worker was reading
         return dataset
 
@@ -93,8 +102,8 @@ class MaskDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         labels = self.labels(self.train_frame)
         transform = train_augment(self.cfg.augment, self.data.mean)
-        dataset = self.dataset(self.train_frame, transform, labels, self.data.train_cache, self.cfg.seed)
         rank, world = self._rank_world()
+        dataset = self.dataset(self.train_frame, transform, labels, self.data.train_cache, self.cfg.seed, rank)
         balance = self.sampler_labels(self.train_frame)
         if self.cfg.loader.sampler == "balanced":
             sampler = BalancedSampler(balance, len(balance), self.cfg.seed, rank, world)
@@ -103,7 +112,7 @@ class MaskDataModule(pl.LightningDataModule):
         return self._loader(dataset, sampler)
 
     def val_dataloader(self) -> DataLoader:
-        dataset = self.dataset(self.val_frame, eval_augment(), self.labels(self.val_frame), self.data.train_cache)
+        dataset = self.dataset(self.val_frame, eval_augment(), self.val_targets(self.val_frame), self.data.train_cache)
         # several devices, one process each: each validates (and predicts) its own rows, every image once; the
         # sampler reads its rank when iterated (under ddp_spawn this loader is made before the processes exist)
         sampler = ShardSampler(len(self.val_frame)) if self.cfg.trainer.devices > 1 else None

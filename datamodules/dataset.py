@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import multiprocessing as mp
+import signal
 from collections.abc import Sequence
 from multiprocessing import context as mp_context
 
@@ -19,6 +20,7 @@ from datamodules.errors import DataError
 # 2-core machine that made augmentation 20x slower. Images are small; one thread each is fastest.
 cv2.setNumThreads(0)
 MAX_WORKERS = 256  # DataLoader workers tracked per dataset
+RANK_STRIDE = 1_000_003  # augmentation seeds of two processes lie this far apart (more than any worker count)
 
 
 def read_rgb(path: str) -> np.ndarray:
@@ -32,7 +34,9 @@ def read_rgb(path: str) -> np.ndarray:
 class ImageDataset(Dataset):
     """``(image, target)`` pairs: a uint8 CxHxW image, and a class label (training) or an image id
     (prediction). Pixels come from ``cache`` when given (resized and cropped already), else each file is
-    decoded and passed through ``geometry``; ``transform`` (the random or TTA part) follows either way."""
+    decoded and passed through ``geometry``; ``transform`` (the random or TTA part) follows either way.
+    ``rank``: the process of a multi-device run, mixed into the augmentation seeds so that no two processes
+    draw the same augmentations."""
 
     def __init__(
         self,
@@ -42,6 +46,7 @@ class ImageDataset(Dataset):
         seed: int = 0,
         geometry=None,
         cache: ImageCache | None = None,
+        rank: int = 0,
     ):
         if len(files) != len(targets):
             raise ValueError(f"{len(files)} files but {len(targets)} targets")
@@ -50,7 +55,8 @@ class ImageDataset(Dataset):
         self.files = list(files)
         self.targets = list(targets)
         self.transform = transform
-        self.transform.set_random_seed(seed)
+        self.rank = rank
+        self.transform.set_random_seed(seed + rank * RANK_STRIDE)
         self.geometry = geometry
         self.cache = cache
         self.rows = cache.rows(self.files) if cache is not None else None
@@ -117,6 +123,10 @@ def worker_death(exc: BaseException, datasets: list[ImageDataset]) -> DataError 
 
 
 def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: each worker augments from its own seed (derived from torch's)."""
+    """DataLoader ``worker_init_fn``: each worker augments from its own seed (torch's per-worker seed, which is
+    the same on every process of a multi-device run, mixed with the dataset's process rank). Workers ignore
+    Ctrl-C: the main process decides how training stops, and ends them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     info = get_worker_info()
-    info.dataset.transform.set_random_seed(info.seed % 2**32)
+    rank = getattr(info.dataset, "rank", 0)
+    info.dataset.transform.set_random_seed((info.seed + rank * RANK_STRIDE) % 2**32)

@@ -17,9 +17,9 @@ from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, train_test
 
 from datamodules.atomic import atomic_path
 from datamodules.errors import DataError
-from datamodules.labels import age_group
+from datamodules.labels import COMPETITION_AGE_CUTS, age_group
 
-SPLIT_STRATA_CUTS = (30, 60)
+SPLIT_STRATA_CUTS = COMPETITION_AGE_CUTS  # fixed, whatever data.age_cuts a task trains with
 
 
 def _strata(people: pd.DataFrame) -> np.ndarray:
@@ -34,7 +34,7 @@ def person_folds(people: pd.DataFrame, n_folds: int, seed: int) -> pd.Series:
     strata = _strata(people)
     if np.bincount(strata).max() >= n_folds:
         splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    else:  # a tiny data set: no stratum fills every fold, so split people without stratifying
+    else:  # a tiny data set: no stratum fills every fold, so split people without stratifying (shuffle: sklearn 1.6)
         splitter = GroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     folds = np.full(len(people), -1)
     with warnings.catch_warnings():  # a stratum smaller than k is fine: it lands in fewer folds

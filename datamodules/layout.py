@@ -6,6 +6,7 @@ hidden files (``._*`` from macOS, ``.DS_Store``) are skipped.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path, PurePosixPath
 
@@ -75,6 +76,18 @@ def _person_files(folder: Path) -> tuple[dict[str, str], list[str]]:
     return by_stem, problems
 
 
+def _whole_years(text: str) -> int:
+    """An age cell as whole years: ``45`` and ``45.0`` are read, ``45.5``, ``inf`` and ``nan`` are not (a
+    ValueError saying why), since truncating them would put a person in a silently wrong age group."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("is not a number") from None
+    if not math.isfinite(value) or not value.is_integer():
+        raise ValueError("is not a whole number of years")
+    return int(value)
+
+
 def read_train(data_dir: str | Path) -> pd.DataFrame:
     """One row per training image: person, id, gender, age, image, stem, mask, file.
 
@@ -94,9 +107,9 @@ def read_train(data_dir: str | Path) -> pd.DataFrame:
             problems.append(f"{where}: gender {r.gender!r} is not male or female")
             continue
         try:
-            age = int(float(r.age))
-        except ValueError:
-            problems.append(f"{where}: age {r.age!r} is not a number")
+            age = _whole_years(r.age)
+        except ValueError as exc:
+            problems.append(f"{where}: age {r.age!r} {exc}")
             continue
         if not MIN_AGE <= age <= MAX_AGE:
             problems.append(f"{where}: age {age} is out of range")
@@ -136,6 +149,8 @@ def read_eval(data_dir: str | Path) -> pd.DataFrame:
     if not csv.is_file():
         raise DataError(f"{csv} is missing: expected eval/info.csv and eval/images/")
     df = _read_csv(csv, EVAL_COLUMNS)
+    if df.empty:  # else the check passes and prediction dies on an empty batch list after training
+        raise DataError(f"{csv}: lists no images (expected one row per evaluation image, ImageID,ans)")
     present = {}
     if images_dir.is_dir():
         for name in os.listdir(images_dir):

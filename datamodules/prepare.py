@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from configs.config import AugmentConfig, Config
-from datamodules.cache import ImageCache, build_cache
+from datamodules.atomic import write_text_atomic
+from datamodules.cache import ImageCache, build_cache, cache_key
 from datamodules.dataset import read_rgb
 from datamodules.errors import DataError, raise_collected
 from datamodules.fingerprint import cache_dir_for, data_fingerprint, write_json_atomic
@@ -62,16 +64,45 @@ def ensure_data(cfg: Config) -> Path:
     return check_data_dir(data_dir)
 
 
+CHECK_MARKER = "images-checked-v3.json"  # v3: a verdict per file with its size and mtime
+
+
+def _file_state(path: str) -> list[int] | None:
+    """``[size, mtime_ns]`` of ``path`` (through links), the key of its check; None when it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:  # a dangling link: never trusted, so checked (and named) every time
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _read_marker(marker: Path) -> dict[str, list]:
+    try:
+        return dict(json.loads(marker.read_text())["files"])
+    except (OSError, ValueError, KeyError, TypeError):  # absent, or an older format: check everything
+        return {}
+
+
+def _bad_images(files: list[str], cache: Path, progress: bool) -> dict[str, str]:
+    """File -> why, for each of ``files`` that does not decode. Each verdict is kept in ``cache`` with the
+    file's size and mtime, so a later call decodes only the files that are new or changed since."""
+    marker = cache / CHECK_MARKER
+    known = _read_marker(marker)
+    state = {f: _file_state(f) for f in files}  # before decoding: a file changed meanwhile is checked again
+    todo = [f for f in files if state[f] is None or f not in known or known[f][:2] != state[f]]
+    found = dict(find_undecodable(todo, progress=progress)) if todo else {}
+    checked = set(todo)
+    verdicts = {f: [*(state[f] or [None, None]), found.get(f)] if f in checked else known[f] for f in files}
+    if verdicts != known:
+        write_text_atomic(marker, json.dumps({"files": verdicts}))
+    return {f: v[2] for f, v in verdicts.items() if v[2] is not None}
+
+
 def _check_images(train_files: list[str], eval_files: list[str], cache: Path, skip_bad: bool, progress: bool):
-    """Decode every image once (the result is cached); return the training images to leave out with
-    ``skip_bad``, else stop with one message listing every bad file. Evaluation images are never skipped:
-    the submission needs an answer for each of them."""
-    marker = cache / "images-checked-v2.json"
-    if marker.is_file():
-        bad = {b["file"]: b["why"] for b in json.loads(marker.read_text())["bad"]}
-    else:
-        bad = dict(find_undecodable(train_files + eval_files, progress=progress))
-        write_json_atomic(marker, {"bad": [{"file": f, "why": w} for f, w in bad.items()]})
+    """Decode every image once (re-checking a file when its size or mtime changes); return the training
+    images to leave out with ``skip_bad``, else stop with one message listing every bad file. Evaluation
+    images are never skipped: the submission needs an answer for each of them."""
+    bad = _bad_images(train_files + eval_files, cache, progress)
     listing = [f"{f}: {why}" for f, why in bad.items()]
     if not skip_bad:
         raise_collected(listing, "some images cannot be decoded (fix or remove them, or pass --skip-bad)")
@@ -86,24 +117,43 @@ def _check_images(train_files: list[str], eval_files: list[str], cache: Path, sk
     return set(bad)
 
 
+def _sample_key(files: list[str], aug: AugmentConfig) -> str:
+    """The pixel cache's key (path, size, mtime of each file, and the preprocessing) of the sampled files."""
+    try:
+        return cache_key(files, aug)
+    except OSError as exc:  # a dangling link, when the image check is off
+        raise DataError(f"{exc.filename}: cannot be read ({exc.strerror})") from None
+
+
+def _cached_stats(path: Path, key: str) -> dict | None:
+    """The statistics in ``path`` when they were computed from the files and preprocessing ``key`` names."""
+    try:
+        stats = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return stats if isinstance(stats, dict) and stats.get("key") == key else None
+
+
 def _normalisation(cfg: Config, files: list[str], cache: Path, images: ImageCache | None) -> tuple[list, list]:
+    """Mean and std per channel: ImageNet's for pretrained backbones, else those of (a sample of) the
+    training images, cached with the key of the sampled files, so a replaced photo is measured anew."""
     mode = cfg.augment.normalization
     if mode == "imagenet" or (mode == "auto" and cfg.model.pretrained):
         return list(IMAGENET_MEAN), list(IMAGENET_STD)
     aug = cfg.augment
     path = cache / f"stats-{aug.resize_height}x{aug.resize_width}-c{aug.crop}.json"
-    if path.is_file():
-        stats = json.loads(path.read_text())
-        return stats["mean"], stats["std"]
     rng = np.random.default_rng(0)
-    sample = sorted(rng.choice(len(files), size=min(STATS_SAMPLE, len(files)), replace=False))
-    geometry = geometry_only(aug)
+    sample = [files[i] for i in sorted(rng.choice(len(files), size=min(STATS_SAMPLE, len(files)), replace=False))]
+    key = _sample_key(sample, aug)  # before reading: a file changed meanwhile makes the statistics stale
+    stats = _cached_stats(path, key)
+    if stats is not None:
+        return stats["mean"], stats["std"]
     if images is not None:
-        rows = images.rows([files[i] for i in sample])
-        mean, std = dataset_statistics(images.image(r) for r in rows)
+        mean, std = dataset_statistics(images.image(r) for r in images.rows(sample))
     else:
-        mean, std = dataset_statistics(geometry(image=read_rgb(files[i]))["image"] for i in sample)
-    write_json_atomic(path, {"mean": mean, "std": std, "images": len(sample)})
+        geometry = geometry_only(aug)
+        mean, std = dataset_statistics(geometry(image=read_rgb(f))["image"] for f in sample)
+    write_json_atomic(path, {"mean": mean, "std": std, "images": len(sample), "key": key})
     log.info("normalisation from %d training images: mean %s std %s", len(sample), mean, std)
     return mean, std
 

@@ -5,7 +5,8 @@ File format (every section optional; a person is named by id, e.g. ``"006359"``,
 
     gender: {"006359": male}                 # person -> male | female
     age: {"004348": 60}                      # person -> age in years
-    swap_incorrect_normal: ["000020"]        # the incorrect_mask and normal photos are swapped
+    swap_incorrect_normal: ["000020"]        # the two photos are swapped: incorrect_mask is not_wear,
+                                             # normal is incorrect (listing it twice changes nothing)
     mask: {"000645/incorrect_mask": wear}    # image -> wear | incorrect | not_wear
     exclude_people: ["001234"]               # drop the whole person
     exclude_images: ["000001_female_Asian_45/mask3"]   # drop one photo
@@ -138,9 +139,15 @@ def apply_relabel(images: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, pd.Da
         rows, folder = person_rows(ref, "swap_incorrect_normal")
         if rows is None:
             continue
-        for stem, old, new in (("incorrect_mask", 1, 2), ("normal", 2, 1)):
-            images.loc[rows & (images["stem"] == stem), "mask"] = new
-            changes.append((src, folder, stem, "mask", old, new))
+        # the fact "these two photos are swapped": absolute labels, so a second listing changes nothing
+        for stem, new in (("incorrect_mask", MASK_NAMES["not_wear"]), ("normal", MASK_NAMES["incorrect"])):
+            photo = rows & (images["stem"] == stem)
+            if not photo.any():  # left out by an earlier file's exclude_images
+                continue
+            old = int(images.loc[photo, "mask"].iloc[0])
+            if old != new:
+                images.loc[photo, "mask"] = new
+                changes.append((src, folder, stem, "mask", old, new))
     for ref, value in _mapping(data, "mask", path).items():
         hit = _image_ref(ref, people, f"{path}: mask", problems)
         if hit is None:

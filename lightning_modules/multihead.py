@@ -13,15 +13,14 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torchmetrics import MaxMetric
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+from torchmetrics.classification import MulticlassF1Score
 
 from configs.config import Config, config_from_dict
 from datamodules.labels import MULTIHEAD_TASK, NUM_CLASSES, TASKS
 from datamodules.transforms import normalize
 from lightning_modules.losses import build_loss
 from lightning_modules.optim import configure_optimizers
-from lightning_modules.task_module import close_validation, create_backbone
+from lightning_modules.task_module import ValidationScores, create_backbone
 
 HEADS = ("mask", "gender", "age")
 
@@ -38,7 +37,7 @@ def joint18(mask: torch.Tensor, gender: torch.Tensor, age: torch.Tensor) -> torc
     return (mask[:, :, None, None] * gender[:, None, :, None] * age[:, None, None, :]).flatten(1)
 
 
-class MultiHeadModule(pl.LightningModule):
+class MultiHeadModule(ValidationScores, pl.LightningModule):
     """A timm backbone (features only) and one linear head per task; hyperparameters are plain data."""
 
     def __init__(
@@ -68,13 +67,8 @@ class MultiHeadModule(pl.LightningModule):
         self.weights = {name: getattr(mh, f"{name}_weight") for name in self.sizes}
         self.register_buffer("pixel_mean", torch.tensor(mean, dtype=torch.float32), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(std, dtype=torch.float32), persistent=False)
-        self.val_f1 = MulticlassF1Score(NUM_CLASSES, average="macro")
-        self.val_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
-        self.val_confusion = MulticlassConfusionMatrix(NUM_CLASSES)
+        self.init_scores(NUM_CLASSES)
         self.head_f1 = nn.ModuleDict({name: MulticlassF1Score(n, average="macro") for name, n in self.sizes.items()})
-        self.val_f1_best = MaxMetric()
-        self.val_probs: list[torch.Tensor] = []
-        self.last_val: dict[str, torch.Tensor] = {}
 
     def head_slices(self) -> dict[str, slice]:
         """Where each head's probabilities sit in :meth:`probabilities`' columns."""
@@ -108,9 +102,6 @@ class MultiHeadModule(pl.LightningModule):
         total = sum(self.weights[name] * part for name, part in parts.items())
         return total, parts
 
-    def on_train_start(self) -> None:
-        self.val_f1_best.reset()
-
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels = batch
         loss, parts = self._loss(self(images), labels)
@@ -122,6 +113,7 @@ class MultiHeadModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
+        """``labels``: mask, gender, age group, and in validation the age group at the competition's cuts."""
         images, labels = batch
         logits = self(images)
         loss, _ = self._loss(logits, labels)
@@ -129,19 +121,16 @@ class MultiHeadModule(pl.LightningModule):
         p18 = joint18(probs["mask"], probs["gender"], probs["age"])
         truth = self._targets(labels)
         y18 = labels[:, 0] * 6 + labels[:, 1] * 3 + labels[:, 2]
-        pred = p18.argmax(1)
-        self.val_f1.update(pred, y18)
-        self.val_acc.update(pred, y18)
-        self.val_confusion.update(pred, y18)
+        competition = y18 - labels[:, 2] + labels[:, 3] if labels.shape[1] > 3 else y18
+        self.update_scores(p18, y18, competition)
         for name in self.sizes:
             self.head_f1[name].update(probs[name].argmax(1), truth[name])
-        self.val_probs.append(torch.cat([p18, y18[:, None].float()], 1))  # on the device until the epoch ends
         self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(labels), sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         heads = {f"val/f1_{name}": metric.compute() for name, metric in self.head_f1.items()}
         self.log_dict(heads, sync_dist=True)
-        close_validation(self, NUM_CLASSES, self.head_f1.values())
+        self.close_validation(self.head_f1.values())
 
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
         return self.probabilities(batch[0])

@@ -50,10 +50,37 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, max_epoc
 
 
 def accumulation(effective_batch: int, batch_size: int, devices: int) -> int:
-    """``accumulate_grad_batches`` so that devices x batch_size x it reaches ``effective_batch``."""
+    """``accumulate_grad_batches`` so that devices x batch_size x it comes nearest ``effective_batch`` (at least
+    1; halfway rounds up). It is exact only when ``effective_batch`` is a multiple of devices x batch_size."""
     if batch_size < 1 or devices < 1:
         raise ValueError(f"batch_size and devices must be at least 1, got {batch_size} and {devices}")
-    return max(1, math.ceil(effective_batch / (batch_size * devices)))
+    return max(1, math.floor(effective_batch / (batch_size * devices) + 0.5))
+
+
+def fit_schedule_to_length(scheduler: Any, max_epochs: int) -> bool:
+    """After a resume with another ``trainer.max_epochs``: make a restored schedule the one a run planned for
+    ``max_epochs`` would follow from its current epoch on; True when it changed.
+
+    The rule, for every scheduler: the learning rate of each epoch is the one a run planned for the new length
+    uses. Cosine depends on the length (``T_max``), so it is stretched over the new one and the current rate set
+    from its closed form (resumed from a finished 4-epoch run with max_epochs 6, epochs 4 and 5 get the rates of
+    epochs 4/6 and 5/6 of the cosine, not 0 and then a climb). Step and plateau do not depend on the length: their
+    restored state already continues as planned."""
+    if not isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+        return False
+    length = max(1, max_epochs)
+    if scheduler.T_max == length:
+        return False
+    scheduler.T_max = length
+    epoch = min(scheduler.last_epoch, length)
+    rates = [
+        scheduler.eta_min + (base - scheduler.eta_min) * (1 + math.cos(math.pi * epoch / length)) / 2
+        for base in scheduler.base_lrs
+    ]
+    for group, rate in zip(scheduler.optimizer.param_groups, rates, strict=True):
+        group["lr"] = rate
+    scheduler._last_lr = rates  # what get_last_lr() and Lightning's LearningRateMonitor read
+    return True
 
 
 def configure_optimizers(params: Iterable[Any], cfg: OptimConfig, max_epochs: int):

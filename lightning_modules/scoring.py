@@ -7,15 +7,22 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from configs.config import MULTIHEAD, TASK_NAMES
 from datamodules.errors import DataError
-from datamodules.labels import NUM_CLASSES, TASKS, class18, split_class18
+from datamodules.labels import COMPETITION_AGE_CUTS, NUM_CLASSES, TASKS, age_group, class18, split_class18
 from lightning_modules.ensemble import combine_heads
 
 KEY = ["person", "stem"]
-OOF_COLUMNS = ["person", "image", "stem", "fold", "label"]  # an oof.csv's columns, then prob_0 ... prob_{k-1}
+OOF_COLUMNS = ["person", "image", "stem", "fold", "label"]  # an oof.csv's columns, then age, then prob_0 ...
+AGE = "age"  # the person's raw age, for the competition's age groups (older oof.csv files lack it)
+NAMED_FOLDS = ("holdout", "full")  # the 80/20 holdout and all data: used only when asked for by name
+RERUN_FOR_AGE = (
+    "their oof.csv files predate the raw age column: retrain those folds (python train.py ... --overwrite) to "
+    "score at the competition's age cuts"
+)
 
 
 def prob_columns(num_classes: int) -> list[str]:
@@ -56,9 +63,13 @@ def _checked(df: pd.DataFrame, task: str, path: Path) -> pd.DataFrame:
     probs = df[columns].apply(pd.to_numeric, errors="coerce")
     labels = pd.to_numeric(df["label"], errors="coerce")
     bad = probs.isna().any(axis=1) | labels.isna() | ~labels.isin(range(k))
+    if AGE in df.columns:
+        ages = pd.to_numeric(df[AGE], errors="coerce")
+        bad |= ages.isna()
+        df[AGE] = ages
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0]) + 2
-        raise DataError(f"{path} row {row}: label must be 0..{k - 1} and probabilities numbers")
+        raise DataError(f"{path} row {row}: label must be 0..{k - 1}, and age and probabilities numbers")
     df[columns] = probs
     df["label"] = labels.astype(int)
     return df
@@ -75,57 +86,169 @@ def _multihead_rows(path: Path, task: str) -> pd.DataFrame:
     label = pd.to_numeric(frame["label"], errors="coerce")
     part = split_class18(label.fillna(0).astype(int).to_numpy())[TASK_NAMES.index(task)]
     out["label"] = pd.Series(part, index=frame.index).where(label.between(0, NUM_CLASSES - 1))  # bad: NaN
+    if AGE in frame.columns:
+        out[AGE] = frame[AGE]
     for k, column in enumerate(HEAD_COLUMNS[task]):
         out[f"prob_{k}"] = frame[f"prob_{column}"]
     return out
 
 
-def read_task_oof(exp_dir: Path, task: str) -> pd.DataFrame | None:
-    """``task``'s out-of-fold predictions over all its folds (person, image, stem, fold, label, prob_k):
-    from its own model's ``<task>/fold<k>/oof.csv``, else from a ``multihead/fold<k>/oof.csv`` (whose label is
-    the 18-class one and whose probability columns hold every head side by side). None when neither exists.
-    A malformed file is an error naming it and its first bad row."""
-    files = sorted((exp_dir / task).glob("fold*/oof.csv"))
-    if files:
-        return pd.concat([_checked(_read_csv(f), task, f) for f in files], ignore_index=True)
-    files = sorted((exp_dir / MULTIHEAD).glob("fold*/oof.csv"))
+def fold_dirs(task_dir: Path, folds: list[str] | None = None) -> list[Path]:
+    """The run folders ``<task>/fold<k>/`` that ``folds`` names (``["0", "1", "full"]``), in that order; by
+    default the k-fold runs only (``fold0`` .. ``fold<k-1>``, numerically): ``foldfull`` (all data) and
+    ``foldholdout`` (the 80/20 holdout) overlap them, so they are used only when named."""
+    if folds is not None:
+        return [task_dir / f"fold{name}" for name in folds if (task_dir / f"fold{name}").is_dir()]
+    numeric = [d for d in task_dir.glob("fold*") if d.is_dir() and d.name.removeprefix("fold").isdigit()]
+    return sorted(numeric, key=lambda d: int(d.name.removeprefix("fold")))
+
+
+def task_oof_files(exp_dir: Path, task: str, folds: list[str] | None = None) -> tuple[list[Path], bool]:
+    """The ``oof.csv`` files that hold ``task``'s out-of-fold predictions for ``folds`` (see :func:`fold_dirs`):
+    its own model's, else a multihead model's (then True)."""
+    for owner in (task, MULTIHEAD):
+        files = [d / "oof.csv" for d in fold_dirs(exp_dir / owner, folds) if (d / "oof.csv").is_file()]
+        if files:
+            return files, owner == MULTIHEAD
+    return [], False
+
+
+def read_oof_file(path: Path, task: str, multihead: bool) -> pd.DataFrame:
+    """``task``'s rows of one ``oof.csv`` (person, image, stem, fold, label, [age,] prob_k), checked."""
+    frame = _multihead_rows(path, task) if multihead else _read_csv(path)
+    return _checked(frame, task, path)
+
+
+def join_oof(parts: dict[Path, pd.DataFrame], task: str) -> pd.DataFrame:
+    """One task's rows from several files (``file -> rows``); an image (person, stem) in more than one of them
+    is an error naming the files, since each image must be out-of-fold exactly once."""
+    frame = pd.concat(parts.values(), keys=list(parts), names=["file", None]).reset_index(level=0)
+    twice = frame[frame.duplicated(KEY, keep=False)]
+    if len(twice):
+        person, stem = twice.iloc[0][KEY]
+        files = ", ".join(str(f) for f in twice.loc[(twice["person"] == person) & (twice["stem"] == stem), "file"])
+        raise DataError(
+            f"{task}: {twice[KEY].drop_duplicates().shape[0]} image(s) are out-of-fold in more than one file, e.g. "
+            f"{person}/{stem} in {files}; each image must be out-of-fold once: pass --folds naming runs that do not "
+            "overlap (the k-fold runs 0..k-1, or holdout alone)"
+        )
+    return frame.drop(columns="file").reset_index(drop=True)
+
+
+def read_task_oof(exp_dir: Path, task: str, folds: list[str] | None = None) -> pd.DataFrame | None:
+    """``task``'s out-of-fold predictions over ``folds`` (default: the k-fold runs; see :func:`fold_dirs`):
+    person, image, stem, fold, label, age (when the files have it), prob_k; from its own model's
+    ``<task>/fold<k>/oof.csv``, else from a ``multihead/fold<k>/oof.csv`` (whose label is the 18-class one and
+    whose probability columns hold every head side by side). None when neither exists. A malformed file is an
+    error naming it and its first bad row; an image in two files, an error naming both."""
+    files, multihead = task_oof_files(exp_dir, task, folds)
     if not files:
         return None
-    return pd.concat([_checked(_multihead_rows(f, task), task, f) for f in files], ignore_index=True)
+    return join_oof({f: read_oof_file(f, task, multihead) for f in files}, task)
 
 
-def read_oof(exp_dir: Path) -> dict[str, pd.DataFrame]:
-    """Each task's out-of-fold predictions over all its folds."""
+def no_oof_error(exp_dir: Path, task: str, folds: list[str] | None) -> DataError:
+    """The error for a task without out-of-fold predictions (for ``folds``, when given)."""
+    which = f" for folds {','.join(folds)}" if folds else ""
+    return DataError(
+        f"no out-of-fold predictions for task {task}{which} under {exp_dir}: train its folds (or --task {MULTIHEAD})"
+    )
+
+
+def read_oof(exp_dir: Path, folds: list[str] | None = None) -> dict[str, pd.DataFrame]:
+    """Each task's out-of-fold predictions over ``folds`` (default: the k-fold runs)."""
     frames = {}
     for task in TASK_NAMES:
-        frame = read_task_oof(exp_dir, task)
+        frame = read_task_oof(exp_dir, task, folds)
         if frame is None:
-            raise DataError(
-                f"no out-of-fold predictions for task {task} under {exp_dir}: train its folds (or --task {MULTIHEAD})"
-            )
+            raise no_oof_error(exp_dir, task, folds)
         frames[task] = frame
     return frames
 
 
-def score_oof(exp_dir: Path, confusion_png: Path | None = None) -> dict:
-    """Merge the three tasks' OOF predictions per image and score the 18 classes."""
-    frames = read_oof(exp_dir)
-    probs = {t: f.set_index(KEY)[[f"prob_{k}" for k in range(TASKS[t].num_classes)]] for t, f in frames.items()}
+def oof_age_cuts(exp_dir: Path, folds: list[str] | None = None) -> tuple[int, int]:
+    """The age cuts the age predictions of ``folds`` were made at: the ``data.age_cuts`` of the config.yaml
+    beside each of their oof.csv files (the competition's when a file has none); an error naming the files
+    when they differ, since one score cannot mix two meanings of the age groups."""
+    files, _ = task_oof_files(exp_dir, "age", folds)
+    found: dict[Path, tuple[int, int]] = {}
+    for f in files:
+        path = f.parent / "config.yaml"
+        cuts = COMPETITION_AGE_CUTS
+        if path.is_file():
+            try:
+                saved = ((yaml.safe_load(path.read_text()) or {}).get("data") or {}).get("age_cuts")
+            except (yaml.YAMLError, AttributeError) as exc:
+                raise DataError(f"{path}: cannot be read as YAML ({str(exc).splitlines()[0]})") from None
+            if saved is not None:
+                cuts = tuple(int(c) for c in saved)
+        found[path] = cuts
+    if len(set(found.values())) > 1:
+        listing = "; ".join(f"{p}: {list(c)}" for p, c in found.items())
+        raise DataError(f"the age models' folds were trained with different data.age_cuts ({listing}): pass --folds")
+    return next(iter(found.values()), COMPETITION_AGE_CUTS)
+
+
+def score_oof(exp_dir: Path, confusion_png: Path | None = None, folds: list[str] | None = None) -> dict:
+    """Merge the three tasks' OOF predictions of ``folds`` (default: the k-fold runs) per image and score the
+    18 classes, at the models' own age cuts and at the competition's (see :func:`score_frames`)."""
+    return score_frames(read_oof(exp_dir, folds), oof_age_cuts(exp_dir, folds), confusion_png, str(exp_dir))
+
+
+def _raw_ages(frames: dict[str, pd.DataFrame], common: pd.Index) -> np.ndarray | None:
+    """Each image's raw age, from whichever task's files have it; None when some image has none (files
+    written before the column was added)."""
+    ages = None
+    for task in ("age", "mask", "gender"):
+        if AGE in frames[task].columns:
+            found = frames[task].set_index(KEY).loc[common, AGE]
+            ages = found if ages is None else ages.fillna(found)
+    return None if ages is None or ages.isna().any() else ages.to_numpy()
+
+
+def _scores(truth: dict[str, np.ndarray], probs: dict[str, np.ndarray], pred: np.ndarray) -> dict:
+    """18-class F1, accuracy and per-class F1, and each task's macro F1, of ``pred`` against ``truth``."""
+    truth18 = class18(truth["mask"], truth["gender"], truth["age"])
+    report = class_scores(truth18, pred)
+    report["task_f1"] = {t: round(_macro_f1(truth[t], probs[t].argmax(1), TASKS[t].num_classes), 4) for t in TASK_NAMES}
+    return report
+
+
+def score_frames(
+    frames: dict[str, pd.DataFrame],
+    age_cuts: tuple[int, int] | list[int],
+    confusion_png: Path | None = None,
+    where: str = "the experiment",
+) -> dict:
+    """Score the three tasks' OOF rows (``task -> frame``, made at ``age_cuts``), merged per image.
+
+    ``f1``, ``accuracy``, ``class_f1``, ``task_f1`` and ``fold_f1`` are at the models' own age cuts (their
+    labels'); ``competition`` holds the same scores at the competition's cuts 30/60, the truth rebuilt from
+    each person's raw age and the prediction unchanged (a model's age group k is submitted as the competition's
+    group k), which is what the leaderboard measures. Its scores are None, with a ``note``, when the files
+    predate the raw age column and the cuts differ."""
+    probs = {t: f.set_index(KEY)[prob_columns(TASKS[t].num_classes)] for t, f in frames.items()}
     common = probs["mask"].index.intersection(probs["gender"].index).intersection(probs["age"].index)
     if len(common) == 0:
-        raise DataError(f"the tasks' out-of-fold predictions under {exp_dir} share no image: train the same folds")
+        raise DataError(f"the tasks' out-of-fold predictions under {where} share no image: train the same folds")
     labels = {t: f.set_index(KEY).loc[common, "label"].to_numpy() for t, f in frames.items()}
-    _, pred = combine_heads(*(probs[t].loc[common].to_numpy() for t in TASK_NAMES))
+    probs = {t: p.loc[common].to_numpy() for t, p in probs.items()}
+    _, pred = combine_heads(*(probs[t] for t in TASK_NAMES))
     truth = class18(labels["mask"], labels["gender"], labels["age"])
-    report = {"images": int(len(common)), **class_scores(truth, pred)}
-    report["task_f1"] = {
-        t: round(_macro_f1(labels[t], probs[t].loc[common].to_numpy().argmax(1), TASKS[t].num_classes), 4)
-        for t in TASK_NAMES
-    }
+    report = {"images": int(len(common)), **_scores(labels, probs, pred), "age_cuts": [int(c) for c in age_cuts]}
     folds = frames["mask"].set_index(KEY).loc[common, "fold"].to_numpy()
     report["fold_f1"] = {
         str(k): round(_macro_f1(truth[folds == k], pred[folds == k], NUM_CLASSES), 4) for k in np.unique(folds)
     }
+    competition = {"age_cuts": list(COMPETITION_AGE_CUTS)}
+    ages = _raw_ages(frames, common)
+    if ages is not None:
+        competition |= _scores({**labels, "age": age_group(ages, COMPETITION_AGE_CUTS)}, probs, pred)
+    elif tuple(age_cuts) == COMPETITION_AGE_CUTS:  # the labels are at the competition's cuts already
+        competition |= _scores(labels, probs, pred)
+    else:
+        competition |= {"f1": None, "accuracy": None, "class_f1": None, "task_f1": None, "note": RERUN_FOR_AGE}
+    report["competition"] = competition
     if confusion_png is not None:
         plot_confusion(truth, pred, confusion_png, f"out-of-fold, macro F1 {report['f1']:.4f}")
     return report

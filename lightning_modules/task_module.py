@@ -36,30 +36,89 @@ def create_backbone(cfg: Config, num_classes: int) -> torch.nn.Module:
         ) from None
 
 
-def close_validation(module: pl.LightningModule, num_classes: int, more_metrics=()) -> None:
-    """End of a validation epoch: log ``val/f1``, ``val/acc`` and ``val/f1_best``, keep the epoch's
-    probabilities, labels and confusion matrix in ``module.last_val`` (the W&B media callback reads them),
-    and reset the metrics."""
-    f1 = module.val_f1.compute()
-    module.val_f1_best.update(f1)
-    acc, best = module.val_acc.compute(), module.val_f1_best.compute()
-    # the metrics are synced over the processes' shards by torchmetrics: the values are the same on each
-    module.log_dict({"val/f1": f1, "val/acc": acc, "val/f1_best": best}, prog_bar=True, sync_dist=True)
-    empty = torch.zeros(0, num_classes + 1, device=module.device)
-    joined = torch.cat(module.val_probs) if module.val_probs else empty
-    # several processes: each validated its own rows (ShardSampler); every process gets all of them
-    joined = gather_shards(joined, module.global_rank, module.trainer.world_size).cpu()
-    module.last_val = {
-        "probs": joined[:, :-1],
-        "labels": joined[:, -1].long(),
-        "confusion": module.val_confusion.compute().cpu(),
-    }
-    for metric in (module.val_f1, module.val_acc, module.val_confusion, *more_metrics):
-        metric.reset()
-    module.val_probs.clear()
+class ValidationScores:
+    """The validation scores both module kinds keep: macro F1 at the model's own age cuts (``val/f1``, what
+    ``best.ckpt`` follows) and at the competition's cuts 30/60 (``val/f1_competition``: the same for a model
+    trained at those cuts), each with its best so far (``val/f1_best``, ``val/f1_competition_best``). The bests
+    are stored in every checkpoint and restored on ``--resume``, so a resumed run goes on from them."""
+
+    BEST = {"val/f1_best": "val_f1_best", "val/f1_competition_best": "val_f1_competition_best"}
+
+    def init_scores(self, num_classes: int) -> None:
+        self.val_f1 = MulticlassF1Score(num_classes, average="macro")
+        self.val_f1_competition = MulticlassF1Score(num_classes, average="macro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_confusion = MulticlassConfusionMatrix(num_classes)
+        self.val_f1_best = MaxMetric()
+        self.val_f1_competition_best = MaxMetric()
+        self.val_probs: list[torch.Tensor] = []
+        self.last_val: dict[str, torch.Tensor] = {}  # probs, labels and confusion of the last validation
+        self._restored_best: dict[str, float] = {}
+
+    def update_scores(self, probs: torch.Tensor, labels: torch.Tensor, competition: torch.Tensor) -> None:
+        """One validation batch: ``probs`` over the scored classes, the labels at the model's cuts and at the
+        competition's."""
+        preds = probs.argmax(1)
+        self.val_f1.update(preds, labels)
+        self.val_f1_competition.update(preds, competition)
+        self.val_acc.update(preds, labels)
+        self.val_confusion.update(preds, labels)
+        # kept on the device until the epoch ends: a copy to the host per batch would stall the GPU
+        self.val_probs.append(torch.cat([probs, labels[:, None].float()], 1))
+
+    def on_train_start(self) -> None:
+        for name, attr in self.BEST.items():
+            getattr(self, attr).reset()  # forget a sanity check's score
+            if name in self._restored_best:  # a resumed run: its best so far
+                getattr(self, attr).update(torch.tensor(self._restored_best[name], device=self.device))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        best = {name: getattr(self, attr) for name, attr in self.BEST.items()}
+        checkpoint["best_scores"] = {name: float(m.compute()) for name, m in best.items() if m.update_count}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._restored_best = dict(checkpoint.get("best_scores") or {})
+
+    def close_validation(self, more_metrics=()) -> None:
+        """End of a validation epoch: log the scores and their bests, keep the epoch's probabilities, labels and
+        confusion matrix in ``last_val`` (the W&B media callback reads them), and reset the metrics."""
+        f1, competition = self.val_f1.compute(), self.val_f1_competition.compute()
+        self.val_f1_best.update(f1)
+        self.val_f1_competition_best.update(competition)
+        scores = {
+            "val/f1": f1,
+            "val/acc": self.val_acc.compute(),
+            "val/f1_best": self.val_f1_best.compute(),
+            "val/f1_competition": competition,
+            "val/f1_competition_best": self.val_f1_competition_best.compute(),
+        }
+        # the metrics are synced over the processes' shards by torchmetrics: the values are the same on each
+        shown = ("val/f1", "val/f1_best")  # on the progress bar
+        self.log_dict({k: v for k, v in scores.items() if k in shown}, prog_bar=True, sync_dist=True)
+        self.log_dict({k: v for k, v in scores.items() if k not in shown}, sync_dist=True)
+        num_classes = self.val_confusion.num_classes
+        empty = torch.zeros(0, num_classes + 1, device=self.device)
+        joined = torch.cat(self.val_probs) if self.val_probs else empty
+        # several processes: each validated its own rows (ShardSampler); every process gets all of them
+        joined = gather_shards(joined, self.global_rank, self.trainer.world_size).cpu()
+        self.last_val = {
+            "probs": joined[:, :-1],
+            "labels": joined[:, -1].long(),
+            "confusion": self.val_confusion.compute().cpu(),
+        }
+        for metric in (self.val_f1, self.val_f1_competition, self.val_acc, self.val_confusion, *more_metrics):
+            metric.reset()
+        self.val_probs.clear()
 
 
-class TaskModule(pl.LightningModule):
+def split_targets(targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validation targets ``(label, competition label)`` per image; plain labels stand for both."""
+    if targets.ndim == 2:
+        return targets[:, 0], targets[:, 1]
+    return targets, targets
+
+
+class TaskModule(ValidationScores, pl.LightningModule):
     """Classifier for ``task`` (mask, gender or age). Its hyperparameters are plain data: the resolved
     config, the normalisation and the data fingerprint, so a checkpoint says how to feed it."""
 
@@ -83,12 +142,7 @@ class TaskModule(pl.LightningModule):
         self.register_buffer("pixel_mean", torch.tensor(mean, dtype=torch.float32), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(std, dtype=torch.float32), persistent=False)
         self.criterion = build_loss(self.cfg.loss, n, task, class_counts)
-        self.val_f1 = MulticlassF1Score(n, average="macro")
-        self.val_acc = MulticlassAccuracy(n, average="micro")
-        self.val_confusion = MulticlassConfusionMatrix(n)
-        self.val_f1_best = MaxMetric()
-        self.val_probs: list[torch.Tensor] = []
-        self.last_val: dict[str, torch.Tensor] = {}  # probs, labels and confusion of the last validation
+        self.init_scores(n)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of raw pixels: uint8 (or 0..255 float) NCHW."""
@@ -104,9 +158,6 @@ class TaskModule(pl.LightningModule):
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         return self(images).float().softmax(1)
 
-    def on_train_start(self) -> None:
-        self.val_f1_best.reset()  # forget the sanity check's score
-
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels = batch
         loss = self.criterion(self(images), labels)
@@ -115,19 +166,15 @@ class TaskModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        images, labels = batch
+        images, targets = batch
+        labels, competition = split_targets(targets)
         logits = self(images)
         loss = self.criterion(logits, labels)
-        preds = logits.argmax(1)
-        self.val_f1.update(preds, labels)
-        self.val_acc.update(preds, labels)
-        self.val_confusion.update(preds, labels)
-        # kept on the device until the epoch ends: a copy to the host per batch would stall the GPU
-        self.val_probs.append(torch.cat([logits.float().softmax(1), labels[:, None].float()], 1))
+        self.update_scores(logits.float().softmax(1), labels, competition)
         self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(labels), sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
-        close_validation(self, self.task.num_classes)
+        self.close_validation()
 
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
         return self.probabilities(batch[0])  # to the host once, by the writer

@@ -1,8 +1,12 @@
+import re
+import tomllib
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from datamodules.folds import holdout_split, load_or_make_splits, person_folds, select
+from datamodules.folds import _strata, holdout_split, load_or_make_splits, person_folds, select
 
 
 def _people(n=300, seed=0):
@@ -57,3 +61,30 @@ def test_fold_file_written_once_reused_and_not_stale(tmp_path):
     fewer = people.iloc[:-10]
     fresh = load_or_make_splits(fewer, tmp_path, 5, 0.2, seed=3)
     assert set(fresh["person"]) == set(fewer["person"]) and fresh["fold"].nunique() == 5
+
+
+def test_tiny_data_sets_split_people_without_stratifying():
+    # 9 people in 6 strata, at most 2 per stratum: no stratum fills 3 folds, so GroupKFold(shuffle) splits them
+    people = pd.DataFrame(
+        {
+            "person": [f"p{i}" for i in range(9)],
+            "gender": [0, 0, 0, 1, 1, 1, 0, 1, 0],
+            "age": [19, 40, 61, 19, 40, 61, 20, 41, 62],
+        }
+    )
+    assert np.bincount(_strata(people)).max() < 3  # the branch under test
+    folds = person_folds(people, 3, seed=1)
+    assert folds.index.tolist() == people["person"].tolist()  # every person exactly once
+    assert sorted(folds.unique()) == [0, 1, 2] and folds.value_counts().tolist() == [3, 3, 3]
+    assert person_folds(people, 3, seed=1).equals(folds)
+    others = [person_folds(people, 3, seed=s) for s in range(2, 7)]
+    assert any(not other.equals(folds) for other in others)  # the seed shuffles people across folds
+
+
+def test_scikit_learn_floor_has_group_k_fold_shuffle():
+    """GroupKFold(shuffle=..., random_state=...), used for tiny data sets, came in scikit-learn 1.6."""
+    pyproject = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    (spec,) = [d for d in pyproject["project"]["dependencies"] if re.match(r"scikit-learn\b", d)]
+    floor = re.search(r">=\s*([\d.]+)", spec)
+    assert floor, f"{spec!r} has no lower bound"
+    assert tuple(int(p) for p in floor.group(1).split(".")[:2]) >= (1, 6), spec

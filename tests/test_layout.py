@@ -1,3 +1,4 @@
+import re
 import shutil
 
 import pandas as pd
@@ -103,3 +104,30 @@ def test_eval_errors(layout):
         read_eval(layout)
     assert "already appears in row 2" in str(err.value)
     assert "f" * 40 + ".jpg' is not in" in str(err.value)
+
+
+@pytest.mark.parametrize("age, kept", [("45", 45), ("45.0", 45), (" 33 ", 33)])
+def test_whole_ages_are_read(layout, age, kept):
+    csv = layout / "train" / "train.csv"
+    df = pd.read_csv(csv, dtype=str)
+    df.loc[2, "age"] = age
+    df.to_csv(csv, index=False)
+    images = read_train(layout)
+    assert (images.loc[images["person"] == df.loc[2, "path"], "age"] == kept).all()
+
+
+@pytest.mark.parametrize("age", ["45.5", "inf", "-inf", "nan", "1e400"])
+def test_ages_that_are_not_whole_years_are_named(layout, age):
+    csv = layout / "train" / "train.csv"
+    df = pd.read_csv(csv, dtype=str)
+    df.loc[2, "age"] = age
+    df.to_csv(csv, index=False)
+    with pytest.raises(DataError, match=rf"row 4 \(path '000003_female_Asian_45'\): age '{age}' is not a whole number"):
+        read_train(layout)
+
+
+def test_an_eval_csv_without_rows_is_named(layout):
+    info = layout / "eval" / "info.csv"
+    info.write_text("ImageID,ans\n")
+    with pytest.raises(DataError, match=re.escape(f"{info}: lists no images")):
+        read_eval(layout)

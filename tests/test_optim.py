@@ -101,7 +101,8 @@ def test_plateau_watches_val_f1_going_up():
 
 @pytest.mark.parametrize(
     ("effective", "batch", "devices", "expected"),
-    [(256, 64, 1, 4), (256, 100, 1, 3), (256, 64, 2, 2), (256, 512, 1, 1), (64, 64, 1, 1), (256, 8, 1, 32)],
+    [(256, 64, 1, 4), (256, 100, 1, 3), (256, 64, 2, 2), (256, 512, 1, 1), (64, 64, 1, 1), (256, 8, 1, 32)]
+    + [(256, 120, 1, 2), (256, 96, 1, 3), (256, 80, 2, 2)],  # not a multiple: the nearest (240, 288, 320)
 )
-def test_accumulation_reaches_the_effective_batch(effective, batch, devices, expected):
+def test_accumulation_comes_nearest_the_effective_batch(effective, batch, devices, expected):
     assert accumulation(effective, batch, devices) == expected

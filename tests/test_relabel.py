@@ -77,3 +77,35 @@ def test_files_apply_in_order(layout, tmp_path):
     fixed, changes = apply_relabels(read_train(layout), [str(a), str(b)])
     assert (fixed.loc[fixed["id"] == "000001", "gender"] == 1).all()
     assert changes["source"].tolist() == ["a.yaml", "b.yaml"]
+
+
+def test_a_swap_applied_twice_swaps_once_and_logs_only_real_changes(layout, tmp_path):
+    images = read_train(layout)
+    person = "000004_male_Asian_33"
+
+    def masks(table):
+        rows = table[table["person"] == person].set_index("stem")["mask"]
+        return rows["incorrect_mask"], rows["normal"]
+
+    twice = _write(tmp_path, 'swap_incorrect_normal: ["000004", "000004_male_Asian_33"]')
+    fixed, changes = apply_relabel(images, twice)
+    assert masks(fixed) == (2, 1)
+    assert changes[["person", "image", "old", "new"]].values.tolist() == [
+        [person, "incorrect_mask", 1, 2],
+        [person, "normal", 2, 1],
+    ]
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text('swap_incorrect_normal: ["000004"]')
+    b.write_text('swap_incorrect_normal: ["000004"]')
+    fixed, changes = apply_relabels(images, [str(a), str(b)])
+    assert masks(fixed) == (2, 1)
+    assert changes["source"].tolist() == ["a.yaml", "a.yaml"] and len(changes) == 2
+    # a mask fix before the swap: the log gives the real old value, and an unchanged value is not logged
+    c = tmp_path / "c.yaml"
+    c.write_text('mask: {"000004/normal": incorrect}')
+    fixed, changes = apply_relabels(images, [str(c), str(a)])
+    assert masks(fixed) == (2, 1)
+    assert changes[["source", "image", "old", "new"]].values.tolist() == [
+        ["c.yaml", "normal", 2, 1],
+        ["a.yaml", "incorrect_mask", 1, 2],
+    ]

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import train as train_cli
 from callbacks.checkpoints import training_callbacks
-from callbacks.resume import SIGTERM_EXIT, resume_command, save_checkpoint_atomic
+from callbacks.resume import SIGINT_EXIT, SIGTERM_EXIT, resume_command, save_checkpoint_atomic
 from configs.config import load_config, save_config
 from datamodules.datamodule import MaskDataModule
 from datamodules.prepare import prepare
@@ -348,28 +348,39 @@ def test_sigkill_mid_epoch_then_resume_trains_the_rest_of_the_epoch_in_order(cli
     assert pd.read_csv(out / "metrics.csv")["epoch"].tolist() == [0, 1]
 
 
-def test_sigterm_saves_last_ckpt_at_the_step_reached_and_says_how_to_resume(cli_setup, monkeypatch, caplog):
-    # train.py's main in this process (the SystemExit it raises is the process's exit status), SIGTERM while
-    # batch 2 loads: batches 2 and 3 complete step 2, which is saved; then exit 143 with the resume command
-    handler = signal.getsignal(signal.SIGTERM)
+@pytest.mark.parametrize(
+    ("sig", "code", "said"),
+    [(signal.SIGTERM, SIGTERM_EXIT, "SIGTERM"), (signal.SIGINT, SIGINT_EXIT, "Ctrl-C")],
+)
+def test_sigterm_or_ctrl_c_saves_last_ckpt_at_the_step_reached_and_says_how_to_resume(
+    cli_setup, monkeypatch, caplog, sig, code, said
+):
+    # train.py's main in this process (the SystemExit it raises is the process's exit status), the signal while
+    # batch 2 loads: batches 2 and 3 complete step 2, which is saved; then the exit code with the resume command,
+    # and a resume trains on from there
+    handler = signal.getsignal(sig)
     seen = record_sampler(monkeypatch)
     iterate = BalancedSampler.__iter__
 
-    def sigterm_at_batch_2(self):
+    def signal_at_batch_2(self):
         for n, index in enumerate(iterate(self)):
-            if n == 2 * BS:
-                assert signal.getsignal(signal.SIGTERM) != handler, "SIGTERM would not reach Lightning"
-                os.kill(os.getpid(), signal.SIGTERM)
+            if n == 2 * BS and self.epoch == 0 and self.start == 0:
+                assert signal.getsignal(sig) != handler, f"{said} would not reach the run"
+                os.kill(os.getpid(), sig)
             yield index
 
-    monkeypatch.setattr(BalancedSampler, "__iter__", sigterm_at_batch_2)
-    argv = train_args(cli_setup.config, "--exp", "term")
+    monkeypatch.setattr(BalancedSampler, "__iter__", signal_at_batch_2)
+    argv = train_args(cli_setup.config, "--exp", f"stopped-{said}")
     monkeypatch.setattr(sys, "argv", ["train.py", *argv])
-    with pytest.raises(SystemExit) as stopped:
+    with caplog.at_level(logging.INFO), pytest.raises(SystemExit) as stopped:
         train_cli.main(argv)
-    assert stopped.value.code == SIGTERM_EXIT
+    assert stopped.value.code == code
+    assert f"Stopped by {said} at step 2 (epoch 0 after 4 batches); saved in" in caplog.text
     assert f"Resume with:\n  python train.py {shlex.join(argv)} --resume" in caplog.text
-    ckpt = torch.load(cli_setup.runs.parent / "term" / TASK / "foldfull" / "last.ckpt", weights_only=True)
+    ckpt = torch.load(cli_setup.runs.parent / f"stopped-{said}" / TASK / "foldfull" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 2 and ckpt["callbacks"]["SamplerPosition"]["batches"] == 4
     assert seen == cli_setup.order[0][: 4 * BS]  # stopped after batch 3: nothing drawn beyond
-    assert signal.getsignal(signal.SIGTERM) == handler  # Lightning's handler is gone again
+    assert signal.getsignal(sig) == handler  # the signal is the user's again (Lightning's or ours is gone)
+    seen.clear()
+    assert train_cli.main([*argv, "--resume"]) == 0
+    assert seen == cli_setup.order[0][4 * BS :] + cli_setup.order[1]

@@ -155,6 +155,7 @@ def test_a_prediction_worker_that_dies_names_its_file(layout, tmp_path, monkeypa
 
 def test_wandb_unreachable_falls_back_to_offline_once(tmp_path, monkeypatch, caplog):
     import wandb
+
     from callbacks import wandb_run
     from configs.config import load_config
 

@@ -107,3 +107,20 @@ def test_accumulation_reaches_the_effective_batch():
     assert hw["accumulate_grad_batches"] == 4 and hw["precision"] == "32-true"
     cfg = load_config(None, [], ["loader.batch_size=48", "trainer.devices=2", "trainer.accelerator=cpu"])
     assert train_cli.hardware(cfg)["accumulate_grad_batches"] == 3  # 2 x 48 x 3 = 288 >= 256
+
+
+def test_validation_is_also_scored_at_the_competitions_age_cuts(synthetic, tmp_path):
+    from datamodules.labels import age_group
+
+    cfg = quick_cfg(synthetic, tmp_path, "trainer.max_epochs=1", "data.age_cuts=[30, 58]")
+    out = train_cli.train(cfg, "age", 0)
+    oof = pd.read_csv(out / "oof.csv")  # the best (here: the only) epoch's predictions, with the raw age
+    competition = age_group(oof["age"], (30, 60))
+    assert (competition != oof["label"]).any()  # people aged 58 or 59: the two targets differ
+    pred = oof[["prob_0", "prob_1", "prob_2"]].to_numpy().argmax(1)
+    metrics = pd.read_csv(out / "metrics.csv").iloc[0]
+    own = f1_score(oof["label"], pred, average="macro", labels=[0, 1, 2], zero_division=0)
+    at_30_60 = f1_score(competition, pred, average="macro", labels=[0, 1, 2], zero_division=0)
+    assert metrics["val/f1"] == pytest.approx(own, abs=1e-4)
+    assert metrics["val/f1_competition"] == pytest.approx(at_30_60, abs=1e-4)
+    assert metrics["val/f1_competition_best"] == pytest.approx(at_30_60, abs=1e-4)

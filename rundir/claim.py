@@ -1,0 +1,160 @@
+"""Starting, resuming or replacing a run in its directory, without losing a result on the way.
+
+- A run directory holding an earlier run's results is never replaced unless ``--overwrite`` is given; then the
+  earlier results are set aside in ``<run>/.replaced/`` and dropped only once the new run has a checkpoint of its
+  own (a new run that fails before that gets them back).
+- ``--resume`` continues from ``last.ckpt`` only when the asked settings are the checkpoint's (those that shape
+  the model, the data, the loss and the optimisation); otherwise it refuses, naming the keys, before anything
+  is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from callbacks.checkpoints import BEST, LAST
+from configs.config import Config
+from datamodules.atomic import write_text_atomic
+from datamodules.errors import DataError, RunError
+from lightning_modules.checkpoint import checkpoint_task, read_checkpoint
+
+DONE = "done.json"  # written last: the run finished (a resumed --fold all skips it)
+CONFIG = "config.yaml"
+METRICS = "metrics.csv"
+RESULTS = (f"{BEST}.ckpt", f"{LAST}.ckpt", "oof.csv", DONE)  # what makes a directory "an earlier run"
+REPLACED = ".replaced"  # an overwritten run's files, kept until the new run has a checkpoint
+# settings a resumed run may change: where things are, how it is shown, how long and on what it trains
+RESUMABLE = (
+    "exp",
+    "runs_dir",
+    "data.dir",
+    "data.default_dir",
+    "data.cache_dir",
+    "data.validate_images",
+    "data.skip_bad",
+    "data.cache_images",
+    "data.synthetic.",
+    "loader.batch_size",
+    "loader.num_workers",
+    "trainer.",
+    "wandb.",
+)
+NOT_RESUMABLE = ("trainer.effective_batch",)
+
+
+def ensure_writable(out: Path) -> None:
+    """Create ``out``; an error naming it when it cannot be written (before any work is done)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / ".write-check", "")
+        (out / ".write-check").unlink()
+    except OSError as exc:
+        raise DataError(
+            f"cannot write the run directory {out} ({exc.strerror or exc}): choose another runs_dir "
+            "(--set runs_dir=DIR) or fix its permissions"
+        ) from None
+
+
+def has_checkpoint(out: Path) -> bool:
+    return any((out / f"{name}.ckpt").is_file() for name in (BEST, LAST))
+
+
+def settle_replaced(out: Path) -> None:
+    """Once a run that replaced an earlier one stops (or before the next start, after a kill): drop the earlier
+    results when the new run has a checkpoint, else put them back."""
+    aside = out / REPLACED
+    if not aside.is_dir():
+        return
+    if has_checkpoint(out):
+        shutil.rmtree(aside)
+        return
+    for path in aside.iterdir():
+        os.replace(path, out / path.name)
+    aside.rmdir()
+
+
+def _set_aside(out: Path, names: list[str]) -> None:
+    aside = out / REPLACED
+    aside.mkdir(exist_ok=True)
+    for name in names:
+        os.replace(out / name, aside / name)
+
+
+def claim_run_dir(out: Path, resume: bool, overwrite: bool, max_epochs: int) -> bool:
+    """Make ``out`` ready for a run; False when ``resume`` finds the run finished already (with at least
+    ``max_epochs``: a larger one trains on from last.ckpt). An earlier run's results are replaced only with
+    ``overwrite``, and kept aside until the new run has a checkpoint."""
+    settle_replaced(out)  # an earlier --overwrite that was killed
+    found = [name for name in RESULTS if (out / name).exists()]
+    if resume:
+        if DONE not in found:
+            return True
+        try:
+            finished = json.loads((out / DONE).read_text()).get("max_epochs", 0)
+        except (OSError, ValueError):
+            finished = 0
+        return finished < max_epochs  # more epochs asked for: it trains on (done.json goes once it starts)
+    if found and not overwrite:
+        raise RunError(
+            f"{out} already holds an earlier run ({', '.join(found)}): pass --resume to continue it (finished "
+            "runs are skipped), --overwrite to replace it, or --exp NAME for a new experiment"
+        )
+    _set_aside(out, [name for name in (*RESULTS, CONFIG, METRICS) if (out / name).exists()])
+    return True
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def resumable(key: str) -> bool:
+    return key not in NOT_RESUMABLE and any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUMABLE)
+
+
+def settings_that_differ(saved: dict[str, Any], asked: dict[str, Any]) -> list[str]:
+    """``key: checkpoint X, asked Y`` for each setting a resumed run may not change."""
+    before, now = _flatten(saved), _flatten(asked)
+    keys = sorted(k for k in before.keys() | now.keys() if not resumable(k) and before.get(k) != now.get(k))
+    return [f"{k}: checkpoint {before.get(k)!r}, asked {now.get(k)!r}" for k in keys]
+
+
+def check_resume(cfg: Config, task: str, out: Path) -> dict[str, Any] | None:
+    """Before ``--resume`` writes anything: the hyperparameters of ``out``'s last.ckpt, or None when there is
+    none to resume from. A :class:`RunError` when the checkpoint is another task's or was trained with other
+    settings (naming the keys); a :class:`DataError` when it is not a readable checkpoint."""
+    last = out / f"{LAST}.ckpt"
+    if not last.is_file():
+        return None
+    afresh = "start this run afresh with --overwrite (or a new --exp)"
+    ckpt = read_checkpoint(last, afresh)
+    saved_task = checkpoint_task(ckpt)
+    if saved_task != task:
+        raise RunError(f"cannot resume {last}: it holds a {saved_task} model, not {task}; {afresh}")
+    differ = settings_that_differ(ckpt["hyper_parameters"]["config"], cfg.to_dict())
+    if differ:
+        raise RunError(
+            f"cannot resume {last} with other settings than it was trained with ({'; '.join(differ)}): resume "
+            f"with the same settings, or {afresh}. Nothing was changed."
+        )
+    return dict(ckpt["hyper_parameters"])
+
+
+def check_resumed_data(hparams: dict[str, Any] | None, fingerprint: str, out: Path) -> None:
+    """A resumed run must train on the data its checkpoint was trained on (the same data fingerprint)."""
+    saved = (hparams or {}).get("fingerprint")
+    if saved and saved != fingerprint:
+        raise RunError(
+            f"cannot resume {out / (LAST + '.ckpt')}: it was trained on another data set (fingerprint {saved}, the "
+            f"data now gives {fingerprint}: train.csv or the images changed); start this run afresh with "
+            "--overwrite (or a new --exp). Nothing was changed."
+        )
