@@ -51,8 +51,8 @@ def write_problem(exc: BaseException) -> tuple[str, bool] | None:
     """``(explanation, is_space)`` when ``exc`` is a failed write: a full disk or quota (``is_space``), or a
     permission problem (an unwritable or read-only place); else None."""
     if isinstance(exc, OSError) and exc.errno in NO_SPACE | NO_PERMISSION:
-        where = f" while writing {exc.filename}" if exc.filename else ""
-        space = exc.errno in NO_SPACE
+        space = exc.errno in NO_SPACE  # only a write runs out of space; a permission may be missing for a read
+        where = (f" while writing {exc.filename}" if space else f" for {exc.filename}") if exc.filename else ""
         return f"{(NO_SPACE if space else NO_PERMISSION)[exc.errno]}{where}", space
     if isinstance(exc, RuntimeError):
         for pattern, kind in TORCH_WRITE:
@@ -104,7 +104,7 @@ def run_cli(work: Callable[[], object], debug: bool = False, rerun: str = RESUME
         fix = (
             "Free some space (or choose another runs_dir / data.cache_dir)"
             if space
-            else "Make that place writable (or choose another runs_dir / data.cache_dir)"
+            else "Fix its permissions, making it writable (or choose another runs_dir / data.cache_dir)"
         )
         print(
             f"error: {problem}. {fix}, then {rerun}: every file is written under a temporary name and renamed "

@@ -114,7 +114,7 @@ def test_processes_of_a_multi_device_run_draw_different_augmentations(layout, tm
     ("exc", "says"),
     [
         (OSError(errno.ENOSPC, "No space left on device", "/runs/x/oof.csv"), "the disk is full while writing"),
-        (PermissionError(errno.EACCES, "Permission denied", "/runs/x/oof.csv"), "permission denied while writing"),
+        (PermissionError(errno.EACCES, "Permission denied", "/runs/x/oof.csv"), "permission denied for /runs"),
         (OSError(errno.EROFS, "Read-only file system", "/runs/x/oof.csv"), "the file system is read-only"),
         (RuntimeError("[enforce fail at inline_container.cc:747] . open file failed with strerror: Permission denied"),
          "a checkpoint could not be written: permission denied"),
