@@ -65,7 +65,7 @@ from configs.config import MULTIHEAD, TASK_NAMES
 from datamodules.atomic import atomic_path, write_text_atomic
 from datamodules.errors import DataError, run_cli
 from datamodules.labels import TASKS
-from lightning_modules.scoring import prob_columns, read_task_oof
+from lightning_modules.scoring import oof_age_cuts, prob_columns, read_task_oof
 
 log = logging.getLogger("noise")
 
@@ -120,19 +120,6 @@ def saved_config(exp_dir: Path) -> tuple[dict, Path | None]:
             if isinstance(data, dict):
                 return data, path
     return {}, None
-
-
-def _age_cuts(exp_dir: Path) -> tuple[int, int]:
-    """The age cuts the age model was trained with (its saved config; else the multihead model's, whose
-    age head the finder then reads), else the default 30 and 60."""
-    paths = sorted((Path(exp_dir) / "age").glob("fold*/config.yaml"))
-    for path in paths or sorted((Path(exp_dir) / MULTIHEAD).glob("fold*/config.yaml")):
-        try:
-            cuts = ((yaml.safe_load(path.read_text()) or {}).get("data") or {}).get("age_cuts")
-            return int(cuts[0]), int(cuts[1])
-        except (yaml.YAMLError, AttributeError, TypeError, ValueError, IndexError):
-            continue
-    return 30, 60
 
 
 @dataclass
@@ -754,7 +741,7 @@ def run_finder(
     data_cfg = config.get("data") or {}
     relabel = [str(r) for r in data_cfg.get("relabel") or []]
     data = load_data_info(data_dir or data_cfg.get("dir"), relabel, explicit=data_dir is not None)
-    cuts = _age_cuts(exp_dir)
+    cuts = oof_age_cuts(Path(exp_dir))  # the k-fold age models' (or the multihead models')
     suspects = find_suspects(frames, data.ages or None, cuts, data.files, min_confidence, progress)
 
     out_dir = Path(out) if out else exp_dir / "noise"
