@@ -163,10 +163,10 @@ def train(
         return _fit(cfg, task, fold, out, resume, None, data, callbacks)
     ensure_writable(out)
     with RunLock(out):
-        saved = check_resume(cfg, task, out) if resume else None  # before anything is written
-        if not claim_run_dir(out, resume, overwrite, cfg.trainer.max_epochs):
+        if not claim_run_dir(out, resume, overwrite, cfg.trainer.max_epochs):  # with resume it changes nothing
             log.info("%s fold %s finished already (%s): skipping it", task, fold, out / DONE)
             return out
+        saved = check_resume(cfg, task, out) if resume else None  # before anything is written
         try:
             return _fit(cfg, task, fold, out, resume, saved, data, callbacks)
         finally:

@@ -86,8 +86,9 @@ def _set_aside(out: Path, names: list[str]) -> None:
 
 def claim_run_dir(out: Path, resume: bool, overwrite: bool, max_epochs: int) -> bool:
     """Make ``out`` ready for a run; False when ``resume`` finds the run finished already (with at least
-    ``max_epochs``: a larger one trains on from last.ckpt). An earlier run's results are replaced only with
-    ``overwrite``, and kept aside until the new run has a checkpoint."""
+    ``max_epochs``: a larger one trains on from last.ckpt). With ``resume`` nothing is changed (but an earlier
+    ``--overwrite`` killed before its first checkpoint gets its results back). An earlier run's results are
+    replaced only with ``overwrite``, and kept aside until the new run has a checkpoint."""
     settle_replaced(out)  # an earlier --overwrite that was killed
     found = [name for name in RESULTS if (out / name).exists()]
     if resume:

@@ -93,6 +93,9 @@ def test_resume_with_other_settings_is_refused_before_anything_is_written(layout
     assert _cli(layout, tmp_path) == 0
     out = tmp_path / "runs" / "r" / "mask" / "fold0"
     before = _snapshot(out)
+    # a finished run that --resume would not train is skipped, whatever the settings
+    assert _cli(layout, tmp_path, "--resume", "--set", "optim.lr=0.5") == 0
+    assert _snapshot(out) == before
     more = ["--set", "trainer.max_epochs=2", "--resume"]
     assert _cli(layout, tmp_path, *more, "--set", "model.backbone=resnet10t", "--set", "optim.lr=0.5") == 2
     err = capsys.readouterr().err
