@@ -17,6 +17,7 @@ import logging
 import multiprocessing as mp
 import os
 import signal
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,12 +112,8 @@ def open_cache(files: Sequence[str], aug: AugmentConfig, cache_dir: Path, name: 
 _worker: dict = {}
 
 
-def _init_worker(path: str, shape: tuple, aug: AugmentConfig, pool: bool = True) -> None:
+def _init_worker(path: str, shape: tuple, aug: AugmentConfig) -> None:
     from datamodules.transforms import geometry_only
-
-    if pool:  # Ctrl-C reaches the main process, which stops the pool (with SIGTERM): no traceback from every worker
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not a handler inherited from the parent: SIGTERM ends it
 
     _worker["array"] = np.memmap(path, dtype=np.uint8, mode="r+", shape=shape)
     _worker["geometry"] = geometry_only(aug)
@@ -135,6 +132,69 @@ def _fill(task: tuple[int, list[str]]) -> tuple[int, list[str]]:
             bad.append(f"{f}: {exc}")
     array.flush()
     return len(files), bad
+
+
+def _fill_worker(path: str, shape: tuple, aug: AugmentConfig, tasks: list, next_task, done, conn) -> None:
+    """One build process: takes the next chunk of ``tasks`` (a shared counter) until none is left, counts the
+    images done in ``done``, and sends the files it could not decode through ``conn`` at the end."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the main process, which ends the workers
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not a handler inherited from the parent
+    _init_worker(path, shape, aug)
+    bad: list[str] = []
+    while True:
+        with next_task.get_lock():
+            k = next_task.value
+            next_task.value += 1
+        if k >= len(tasks):
+            break
+        count, errors = _fill(tasks[k])
+        bad += errors
+        with done.get_lock():
+            done.value += count
+    conn.send(bad)
+    conn.close()
+
+
+def _fill_in_parallel(tmp: Path, shape: tuple, aug: AugmentConfig, tasks: list, workers: int, bar) -> list[str]:
+    """Run ``tasks`` in ``workers`` processes; the files that could not be decoded. Plain processes, watched
+    from here and killed on the way out whatever happens (Ctrl-C included), so that an interrupted build
+    never waits on a worker."""
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    next_task, done = ctx.Value("q", 0), ctx.Value("q", 0)
+    procs, pipes = [], []
+    try:
+        for _ in range(workers):
+            receive, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(
+                target=_fill_worker, args=(str(tmp), shape, aug, tasks, next_task, done, send), daemon=True
+            )
+            proc.start()
+            send.close()
+            procs.append(proc)
+            pipes.append(receive)
+        bad: list[str] = []
+        waiting = set(range(workers))
+        while waiting:
+            for i in sorted(waiting):
+                if not pipes[i].poll():  # still at work (a process that ended has sent, or closed its end)
+                    continue
+                try:
+                    bad += pipes[i].recv()
+                except EOFError:  # it ended without reporting: killed
+                    procs[i].join(timeout=10)
+                    raise DataError(
+                        f"a process building the image cache {tmp.name} died (exit code {procs[i].exitcode}; -9 is "
+                        "often the out-of-memory killer): run again, or set data.cache_images=false"
+                    ) from None
+                waiting.discard(i)
+            bar.update(done.value - bar.n)
+            time.sleep(0.05)
+        return bad
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+            proc.join()
 
 
 def build_cache(
@@ -167,21 +227,16 @@ def build_cache(
         tasks = [(s, files[s : s + CHUNK]) for s in range(0, len(files), CHUNK)]
         bad: list[str] = []
         bar = tqdm(total=len(files), desc=f"caching {name} images", unit="img", disable=not progress)
-        if workers == 1:
-            _init_worker(str(tmp), shape, aug, pool=False)
-            results = map(_fill, tasks)
-        else:
-            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-            pool = ctx.Pool(workers, initializer=_init_worker, initargs=(str(tmp), shape, aug))
-            results = pool.imap_unordered(_fill, tasks)
         try:
-            for done, errors in results:
-                bad += errors
-                bar.update(done)
+            if workers == 1:
+                _init_worker(str(tmp), shape, aug)
+                for done, errors in map(_fill, tasks):
+                    bad += errors
+                    bar.update(done)
+            else:
+                bad = _fill_in_parallel(tmp, shape, aug, tasks, workers, bar)
         finally:
             bar.close()
-            if workers > 1:
-                pool.terminate()
             _worker.clear()
         raise_collected(sorted(bad), "some images cannot be decoded while caching")
         tmp.replace(data)

@@ -122,3 +122,17 @@ def test_datasets_pickle_without_their_pixels(images, tmp_path):
     assert torch.equal(clone[1][0], dataset[1][0])
     with pytest.raises(DataError, match="not in the image cache"):
         ImageDataset([images[0] + ".missing"], [0], eval_augment(), cache=cache)
+
+
+def test_a_build_process_that_dies_is_an_error_not_a_wait(images, tmp_path, monkeypatch):
+    fill = cache_mod._fill
+
+    def killed_on_the_second_chunk(task):
+        if task[0] == cache_mod.CHUNK:
+            os.kill(os.getpid(), 9)  # as the out-of-memory killer would
+        return fill(task)
+
+    monkeypatch.setattr(cache_mod, "_fill", killed_on_the_second_chunk)
+    with pytest.raises(DataError, match="died"):
+        build_cache(images, AUG, tmp_path / "c", "train", workers=2, progress=False)
+    assert open_cache(images, AUG, tmp_path / "c", "train") is None and not list((tmp_path / "c").glob("*.tmp"))

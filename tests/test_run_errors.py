@@ -187,6 +187,8 @@ def test_a_run_directory_made_read_only_mid_run_is_one_message_and_exit_3(layout
 
 def test_ctrl_c_during_the_image_cache_build_exits_130_without_a_traceback(layout, tmp_path, capsys, monkeypatch):
     class CtrlC:  # the progress bar of the build: Ctrl-C arrives while the main process waits on the workers
+        n = 0
+
         def __init__(self, *args, **kwargs):
             pass
 
@@ -214,7 +216,7 @@ from datamodules import cache
 fill = cache._fill
 
 def slow_fill(task):
-    open(os.path.join(sys.argv[2], "filling"), "w").close()
+    open(os.path.join(sys.argv[2], f"filling-{os.getpid()}"), "w").close()
     time.sleep(0.5)
     return fill(task)
 
@@ -235,7 +237,7 @@ def test_ctrl_c_to_the_whole_process_group_during_the_cache_build_leaves_no_work
         start_new_session=True,  # its own process group, as a terminal's foreground job
     )
     deadline = time.monotonic() + 120
-    while not (tmp_path / "filling").exists():
+    while len(list(tmp_path.glob("filling-*"))) < 2:  # both build processes started and at work
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: every process of the job gets it
