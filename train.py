@@ -71,15 +71,10 @@ def run_dir(cfg: Config, task: str, fold: int | str) -> Path:
     return Path(cfg.runs_dir) / cfg.exp / task / f"fold{fold}"
 
 
-def uses_cuda(cfg: Config) -> bool:
-    t = cfg.trainer
-    return t.accelerator in ("gpu", "cuda") or (t.accelerator == "auto" and torch.cuda.is_available())
-
-
 def hardware(cfg: Config) -> dict:
     """Accelerator, precision and accumulation: bf16 on CUDA, fp32 on CPU, the effective batch kept."""
     t = cfg.trainer
-    cuda = uses_cuda(cfg)
+    cuda = t.accelerator in ("gpu", "cuda") or (t.accelerator == "auto" and torch.cuda.is_available())
     precision = t.precision if t.precision != "auto" else ("bf16-mixed" if cuda else "32-true")
     accumulate = accumulation(t.effective_batch, cfg.loader.batch_size, t.devices)
     return {
@@ -344,13 +339,13 @@ def data_key(cfg: Config) -> str:
 def run(args: argparse.Namespace) -> None:
     base = config_from_args(args, None)
     jobs = expand(args.task, args.fold, base.data.n_folds)
+    configs = {task: config_from_args(args, task) for task in dict.fromkeys(t for t, _ in jobs)}
     for task, fold in jobs:  # mistakes that would stop a job part-way: before any data work
-        check_settings(config_from_args(args, task), fold)
+        check_settings(configs[task], fold)
     prepared = {data_key(base): prepare(base, progress=base.trainer.progress_bar)}
     if main_process():
         print(summarize(prepared[data_key(base)]), flush=True)
-    for task in dict.fromkeys(t for t, _ in jobs):
-        cfg = config_from_args(args, task)
+    for cfg in configs.values():
         key = data_key(cfg)  # a task's own settings may change the data (its age cuts): prepared once each
         if key not in prepared:
             prepared[key] = prepare(cfg, progress=cfg.trainer.progress_bar)

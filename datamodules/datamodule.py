@@ -79,7 +79,7 @@ class MaskDataModule(pl.LightningDataModule):
         if self.task is MULTIHEAD_TASK:
             columns = ["mask", "gender", "age_group", "age_group_competition"]
         else:
-            columns = [self.task.column, self.task.scored_column]
+            columns = [self.task.column, self.task.competition_column]
         return list(frame[columns].to_numpy(dtype=np.int64, copy=True))
 
     def sampler_labels(self, frame: pd.DataFrame) -> list[int]:

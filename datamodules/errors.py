@@ -63,12 +63,6 @@ def write_problem(exc: BaseException) -> tuple[str, bool] | None:
     return None
 
 
-def disk_problem(exc: BaseException) -> str | None:
-    """A one-line explanation when ``exc`` is a failed write (full disk, quota, permissions), else None."""
-    found = write_problem(exc)
-    return None if found is None else found[0]
-
-
 def user_message(exc: BaseException) -> str:
     """The message of a user error, without the worker traceback a DataLoader adds when it re-raises an error
     from one of its worker processes (``Caught DataError in DataLoader worker process 0. Original Traceback

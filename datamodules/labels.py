@@ -26,11 +26,7 @@ class Task:
     name: str
     column: str
     classes: tuple[str, ...]
-    competition_column: str = ""
-
-    @property
-    def scored_column(self) -> str:
-        return self.competition_column or self.column
+    competition_column: str
 
     @property
     def num_classes(self) -> int:
@@ -38,8 +34,8 @@ class Task:
 
 
 TASKS = {
-    "mask": Task("mask", "mask", ("wear", "incorrect", "not_wear")),
-    "gender": Task("gender", "gender", ("male", "female")),
+    "mask": Task("mask", "mask", ("wear", "incorrect", "not_wear"), "mask"),
+    "gender": Task("gender", "gender", ("male", "female"), "gender"),
     "age": Task("age", "age_group", ("young", "middle", "old"), "age_group_competition"),
 }
 NUM_CLASSES = 18

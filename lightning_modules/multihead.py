@@ -121,7 +121,7 @@ class MultiHeadModule(ValidationScores, pl.LightningModule):
         p18 = joint18(probs["mask"], probs["gender"], probs["age"])
         truth = self._targets(labels)
         y18 = labels[:, 0] * 6 + labels[:, 1] * 3 + labels[:, 2]
-        competition = y18 - labels[:, 2] + labels[:, 3] if labels.shape[1] > 3 else y18
+        competition = labels[:, 0] * 6 + labels[:, 1] * 3 + labels[:, 3]
         self.update_scores(p18, y18, competition)
         for name in self.sizes:
             self.head_f1[name].update(probs[name].argmax(1), truth[name])

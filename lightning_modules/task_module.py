@@ -111,13 +111,6 @@ class ValidationScores:
         self.val_probs.clear()
 
 
-def split_targets(targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validation targets ``(label, competition label)`` per image; plain labels stand for both."""
-    if targets.ndim == 2:
-        return targets[:, 0], targets[:, 1]
-    return targets, targets
-
-
 class TaskModule(ValidationScores, pl.LightningModule):
     """Classifier for ``task`` (mask, gender or age). Its hyperparameters are plain data: the resolved
     config, the normalisation and the data fingerprint, so a checkpoint says how to feed it."""
@@ -166,8 +159,8 @@ class TaskModule(ValidationScores, pl.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        images, targets = batch
-        labels, competition = split_targets(targets)
+        images, targets = batch  # per image: the label, and the label at the competition's age cuts
+        labels, competition = targets[:, 0], targets[:, 1]
         logits = self(images)
         loss = self.criterion(logits, labels)
         self.update_scores(logits.float().softmax(1), labels, competition)
