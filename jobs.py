@@ -21,8 +21,8 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from configs.config import ConfigError
-from datamodules.errors import DataError
+from core.errors import ConfigError, RunError
+from rundir.layout import job_name
 
 ROOT = Path(__file__).resolve().parent
 TRAIN = ROOT / "train.py"
@@ -61,10 +61,6 @@ class _Running:
     proc: subprocess.Popen
     log: Path
     start: float
-
-
-def job_name(task: str, fold: str) -> str:
-    return f"{task}-fold{fold}"
 
 
 def strip_job_args(argv: list[str]) -> list[str]:
@@ -133,7 +129,7 @@ def run_jobs(
 ) -> dict[tuple[str, str], JobResult]:
     """Run each ``(task, fold)`` job as ``python program --task T --fold F *passthrough``, at most one per GPU
     at a time, the next one starting as soon as a GPU frees. Return the results by job; print a summary
-    table; raise :class:`DataError` naming the failed jobs and their logs once all have ended. Ctrl-C or
+    table; raise :class:`RunError` naming the failed jobs and their logs once all have ended. Ctrl-C or
     SIGTERM sends SIGTERM to the running jobs, waits up to ``grace_s`` (a second signal: no wait) for them
     to save a checkpoint, kills what is left, and exits with 128 + the signal's number."""
     from tqdm import tqdm
@@ -238,7 +234,7 @@ def run_jobs(
     failed = [r for r in ordered if not r.ok]
     if failed:
         lines = [f"{r.name} (exit code {r.returncode}): {r.log}{_last_line(r.log)}" for r in failed]
-        raise DataError(f"{len(failed)} of {len(ordered)} jobs failed; see their logs:\n  " + "\n  ".join(lines))
+        raise RunError(f"{len(failed)} of {len(ordered)} jobs failed; see their logs:\n  " + "\n  ".join(lines))
     return results
 
 
@@ -262,9 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, usage="python jobs.py --gpus 0,1 -- [train.py options]")
     parser.add_argument("--gpus", required=True, help="GPU ids, comma-separated: one job at a time on each")
     opts = parser.parse_args(own)
-    import train
-
-    return train.main([*train_argv, "--gpus", opts.gpus])
+    # train.py itself, in this process's place: it imports this runner, so this module must not import it
+    os.execv(sys.executable, [sys.executable, str(TRAIN), *train_argv, "--gpus", opts.gpus])
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
     python train.py --task age --fold 2
     python train.py --task all --fold all --config configs/quick.yaml
 
-Outputs go to ``runs/<exp>/<task>/fold<k>/``: best.ckpt, last.ckpt, config.yaml, metrics.csv, oof.csv.
+Outputs go to ``runs/<exp>/<task>/fold<k>/`` (see ``rundir/layout.py``): best.ckpt, last.ckpt, config.yaml,
+metrics.csv, oof.csv.
 """
 
 from __future__ import annotations
@@ -25,23 +26,28 @@ from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.strategies import StrategyRegistry
 from pytorch_lightning.utilities import rank_zero_only
 
-from callbacks.checkpoints import BEST, LAST, training_callbacks
+import jobs as jobs_runner
+from callbacks.checkpoints import training_callbacks
 from callbacks.oof_writer import OOFWriter
+from callbacks.resume import RESUME_HINT, resume_command
 from callbacks.wandb_media import WandbMediaCallback
 from callbacks.wandb_run import finish_wandb, start_wandb_logger
-from configs.config import MULTIHEAD, TASK_NAMES, Config, ConfigError, load_config, save_config
-from datamodules.atomic import write_text_atomic
+from configs.config import Config, load_config, save_config
+from core.errors import ConfigError, run_cli
+from core.tasks import MULTIHEAD, NUM_CLASSES, TASK_NAMES, TASKS
 from datamodules.datamodule import MaskDataModule, parse_fold
 from datamodules.dataset import worker_death
-from datamodules.errors import run_cli
-from datamodules.labels import NUM_CLASSES, TASKS
 from datamodules.prepare import PreparedData, prepare
 from datamodules.summary import summarize
+from inference.oof import write_oof_report
+from inference.submission import write_submission
 from lightning_modules.multihead import MultiHeadModule
 from lightning_modules.optim import accumulation
 from lightning_modules.task_module import TaskModule
-from rundir.claim import CONFIG, DONE, check_resume, check_resumed_data, claim_run_dir, ensure_writable, settle_replaced
+from rundir.claim import check_resume, check_resumed_data, claim_run_dir, ensure_writable, settle_replaced
+from rundir.layout import BEST_CKPT, CONFIG, DONE, FULL, LAST_CKPT, LOGS, NAMED_FOLDS, OOF, exp_dir, run_dir, write_done
 from rundir.lock import RunLock
+from synthetic import ensure_default_data
 
 log = logging.getLogger("train")
 QUIET = (  # Lightning's advice that does not apply here
@@ -65,10 +71,6 @@ def main_process() -> bool:
     0's ``trainer.fit`` by re-running this script with LOCAL_RANK set; they find the data rank 0 prepared and
     follow its decisions, and only rank 0 prints, logs to W&B and writes the run directory's files."""
     return rank_zero_only.rank == 0
-
-
-def run_dir(cfg: Config, task: str, fold: int | str) -> Path:
-    return Path(cfg.runs_dir) / cfg.exp / task / f"fold{fold}"
 
 
 def hardware(cfg: Config) -> dict:
@@ -144,26 +146,30 @@ def train(
     overwrite: bool = False,
     data: PreparedData | None = None,
     callbacks: list[pl.Callback] = (),
+    resume_hint: str = RESUME_HINT,
 ) -> Path:
     """Train ``task`` on ``fold``; return its run directory. With ``resume``, continue from last.ckpt (when it
     was trained with the same settings), or skip the run when it finished already; with ``overwrite``, replace
     an earlier run (whose results are kept until the new one has a checkpoint). One process per run directory.
-    ``data``: ``prepare(cfg)``'s result, when the caller has it; ``callbacks``: more Lightning callbacks."""
+    ``data``: ``prepare(cfg)``'s result, when the caller has it; ``callbacks``: more Lightning callbacks;
+    ``resume_hint``: the command that resumes the run, told when a signal stops it."""
     fold = parse_fold(fold, cfg.data.n_folds)
     check_settings(cfg, fold)
-    out = run_dir(cfg, task, fold)
+    out = run_dir(cfg.runs_dir, cfg.exp, task, fold)
     if not main_process():  # started from inside rank 0's fit, after its claim: it only follows
         if resume and (out / DONE).is_file():
             return out
-        return _fit(cfg, task, fold, out, resume, None, data, callbacks)
+        return _fit(cfg, task, fold, out, resume, None, data, callbacks, resume_hint)
     ensure_writable(out)
+    if data is None:
+        ensure_default_data(cfg.data)
     with RunLock(out):
         if not claim_run_dir(out, resume, overwrite, cfg.trainer.max_epochs):  # with resume it changes nothing
             log.info("%s fold %s finished already (%s): skipping it", task, fold, out / DONE)
             return out
         saved = check_resume(cfg, task, out) if resume else None  # before anything is written
         try:
-            return _fit(cfg, task, fold, out, resume, saved, data, callbacks)
+            return _fit(cfg, task, fold, out, resume, saved, data, callbacks, resume_hint)
         finally:
             settle_replaced(out)  # an overwritten run's results: dropped once this one has a checkpoint
 
@@ -177,6 +183,7 @@ def _fit(
     saved: dict | None,
     data: PreparedData | None,
     callbacks: list[pl.Callback],
+    resume_hint: str,
 ) -> Path:
     """The training itself, in the claimed run directory ``out`` (``saved``: the hyperparameters of the
     checkpoint a resumed run continues from)."""
@@ -209,17 +216,16 @@ def _fit(
     if hw["accelerator"] == "gpu":
         model = model.to(memory_format=torch.channels_last)
         if cfg.trainer.compile:
-            backbone = model.backbone if isinstance(model, MultiHeadModule) else model.model
-            backbone.compile()  # in place: the checkpoint's parameter names stay the same
+            model.backbone_module().compile()  # in place: the checkpoint's parameter names stay the same
     started = time.perf_counter()
     if main:
         save_config(cfg, out / CONFIG)
     logger = start_wandb_logger(cfg, task, fold) if main else None
     try:
-        callbacks = [*training_callbacks(cfg, out, validate, lr_monitor=logger is not None), *callbacks]
+        callbacks = [*training_callbacks(cfg, out, validate, logger is not None, resume_hint), *callbacks]
         if validate:
             callbacks += [
-                OOFWriter(out / "oof.csv", dm.val_frame, dm.task.column),
+                OOFWriter(out / OOF, dm.val_frame, dm.task.column),
                 WandbMediaCallback(dm.val_frame["file"].tolist(), dm.task.classes, cfg.trainer.worst_images),
             ]
         if cfg.trainer.progress_bar:  # a bar update reads the loss (a GPU sync): not every step on CUDA
@@ -239,7 +245,7 @@ def _fit(
             default_root_dir=out,
             **hw,
         )
-        last = out / f"{LAST}.ckpt"
+        last = out / LAST_CKPT
         ckpt_path = str(last) if resume and last.is_file() else None
         if resume and ckpt_path is None:
             log.info("no %s to resume from: starting %s fold %s afresh", last, task, fold)
@@ -261,7 +267,7 @@ def _fit(
             trainer.predict(
                 model,
                 dataloaders=dm.val_dataloader(),
-                ckpt_path=str(out / f"{BEST}.ckpt"),
+                ckpt_path=str(out / BEST_CKPT),
                 return_predictions=False,
                 weights_only=True,
             )
@@ -278,7 +284,7 @@ def _fit(
         "seconds": round(time.perf_counter() - started, 1),  # training, validation and the OOF prediction
     }
     if main:
-        write_text_atomic(out / DONE, json.dumps(summary))
+        write_done(out, summary)
     log.info("%s fold %s done: %s", task, fold, out)
     return out
 
@@ -342,35 +348,34 @@ def run(args: argparse.Namespace) -> None:
     configs = {task: config_from_args(args, task) for task in dict.fromkeys(t for t, _ in jobs)}
     for task, fold in jobs:  # mistakes that would stop a job part-way: before any data work
         check_settings(configs[task], fold)
+    ensure_default_data(base.data)  # the synthetic stand-in, generated on first use
     prepared = {data_key(base): prepare(base, progress=base.trainer.progress_bar)}
     if main_process():
         print(summarize(prepared[data_key(base)]), flush=True)
     for cfg in configs.values():
         key = data_key(cfg)  # a task's own settings may change the data (its age cuts): prepared once each
         if key not in prepared:
+            ensure_default_data(cfg.data)
             prepared[key] = prepare(cfg, progress=cfg.trainer.progress_bar)
     if args.prepare_only:
         return
     if args.gpus:  # one train.py process per GPU; the data (caches included) is prepared above, once
-        import jobs as job_runner
-
         gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
-        passthrough = job_runner.strip_job_args(args.argv)
-        log_dir = Path(base.runs_dir) / base.exp / "logs"
-        job_runner.run_jobs([(t, str(f)) for t, f in jobs], gpus, passthrough, log_dir)
+        passthrough = jobs_runner.strip_job_args(args.argv)
+        jobs_runner.run_jobs([(t, str(f)) for t, f in jobs], gpus, passthrough, exp_dir(base.runs_dir, base.exp) / LOGS)
     else:
+        hint = resume_command(["train.py", *args.argv])
         for task, fold in jobs:
             cfg = config_from_args(args, task)
-            train(cfg, task, fold, resume=args.resume, overwrite=args.overwrite, data=prepared[data_key(cfg)])
+            prepared_data = prepared[data_key(cfg)]
+            train(cfg, task, fold, args.resume, args.overwrite, prepared_data, resume_hint=hint)
     if args.predict and main_process():
-        import predict
-
-        exp_dir = Path(base.runs_dir) / base.exp
+        experiment = exp_dir(base.runs_dir, base.exp)
         # the folds just trained: the k-fold models (every one found), or the holdout or full model alone
-        folds = [args.fold] if args.fold in ("holdout", "full") else None
-        if args.fold != "full":  # the OOF estimate with the submission's flip TTA
-            predict.write_oof_report(base, exp_dir, folds=folds, tta="flip", data_dir=str(base.data.dir))
-        predict.write_submission(base, exp_dir, folds=folds, data_dir=str(base.data.dir))
+        folds = [args.fold] if args.fold in NAMED_FOLDS else None
+        if args.fold != FULL:  # the OOF estimate with the submission's flip TTA
+            write_oof_report(base, experiment, folds=folds, tta="flip", data_dir=str(base.data.dir))
+        write_submission(base, experiment, folds=folds, data_dir=str(base.data.dir))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

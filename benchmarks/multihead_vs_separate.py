@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import train
+from analysis.scoring import score_oof
+from rundir.layout import exp_dir
 
-import train  # noqa: E402
-from lightning_modules.scoring import score_oof  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def device_name() -> str:
@@ -51,7 +51,7 @@ def main() -> int:
     run(work, "warmup", "mask", args.fold, 1)  # data generation, checks and caches: not in either timing
     for name, task in (("separate", "all"), ("multihead", "multihead")):
         seconds = run(work, name, task, args.fold, args.epochs)
-        report = score_oof(work / name)
+        report = score_oof(exp_dir(work, name))
         results[name] = {
             "train_seconds": round(seconds, 1),
             "oof_images": report["images"],

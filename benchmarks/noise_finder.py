@@ -1,6 +1,6 @@
 """How much of a synthetic set's planted label noise does the noise finder find?
 
-Runs the finder (``python -m datamodules.noise``) on an experiment trained on a synthetic data set, scores
+Runs the finder (``python -m analysis.noise``) on an experiment trained on a synthetic data set, scores
 its suspects against the set's ``truth/noise.csv`` (person-level precision and recall per error kind at
 the finder's cut-off; outliers also per photo; flags on the people of ``truth/disputed.csv``, drawn between
 the genders, count as false alarms and are also reported apart) and writes
@@ -10,7 +10,7 @@ The experiment behind ``benchmarks/results/noise-finder-synthetic-2700-cpu-2core
 synthetic set's 2,700 people and planted noise, drawn at 60x80, one multihead model per fold on the 2-core
 CPU; ``benchmarks/configs/noise-finder-cpu.yaml`` has the settings)::
 
-    python -m datamodules.synthetic --out data/synthetic-2700 --eval-people 0 --size 60x80
+    python -m synthetic --out data/synthetic-2700 --eval-people 0 --size 60x80
     python train.py --task multihead --fold all --config benchmarks/configs/noise-finder-cpu.yaml
     python benchmarks/noise_finder.py --exp noise-cpu --data-dir data/synthetic-2700 --name synthetic-2700-cpu-2core
 """
@@ -28,25 +28,27 @@ from pathlib import Path
 import pandas as pd
 from sklearn.metrics import f1_score
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from analysis import noise
+from core.tasks import TASKS
+from rundir.layout import CONFIG, DONE, exp_dir, fold_name, prob_columns, run_dirs, run_place
 
-from datamodules import noise  # noqa: E402
-from datamodules.labels import TASKS  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent  # the results go to ROOT/benchmarks/results/
 
 TARGET = {"gender": {"recall": 0.9, "precision": 0.8}, "mask_swap": {"recall": 0.9, "precision": 0.8}}
 
 
-def train_seconds(exp_dir: Path) -> dict[str, float]:
+def train_seconds(experiment: Path) -> dict[str, float]:
     """Wall seconds of each (task, fold) run: train.py's done.json, or the time from the run's config.yaml
     (written at its start) to its done.json (written at its end)."""
     out = {}
-    for done in sorted(exp_dir.glob("*/fold*/done.json")):
+    for done in [run / DONE for run in run_dirs(experiment) if (run / DONE).is_file()]:
         seconds = json.loads(done.read_text()).get("seconds")
-        if seconds is None and (done.parent / "config.yaml").is_file():
-            seconds = done.stat().st_mtime - (done.parent / "config.yaml").stat().st_mtime
+        config = done.parent / CONFIG
+        if seconds is None and config.is_file():
+            seconds = done.stat().st_mtime - config.stat().st_mtime
         if seconds is not None:
-            out[f"{done.parent.parent.name}/{done.parent.name}"] = round(float(seconds), 1)
+            place = run_place(done)
+            out[f"{place.task}/{fold_name(place.fold)}"] = round(float(seconds), 1)
     return out
 
 
@@ -54,7 +56,7 @@ def oof_f1(frames: dict[str, pd.DataFrame]) -> dict[str, float]:
     out = {}
     for task, f in frames.items():
         k = TASKS[task].num_classes
-        pred = f[noise.prob_columns(k)].to_numpy().argmax(1)
+        pred = f[prob_columns(k)].to_numpy().argmax(1)
         out[task] = round(float(f1_score(f["label"], pred, labels=list(range(k)), average="macro")), 4)
     return out
 
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     scores = report.truth_scores
     frames, config = report.frames, report.config
     planted_flips = set(truth.loc[truth["kind"] == "gender", "path"])
-    seconds_per_run = train_seconds(Path(args.runs_dir) / args.exp)
+    seconds_per_run = train_seconds(exp_dir(args.runs_dir, args.exp))
     result = {
         "experiment": args.exp,
         "data": str(args.data_dir),

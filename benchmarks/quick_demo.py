@@ -19,6 +19,9 @@ from pathlib import Path
 
 import torch
 
+from inference.submission import report_path
+from rundir.layout import OOF_SCORES, SUBMISSION, exp_dir
+
 ROOT = Path(__file__).resolve().parent.parent
 COMMAND = [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "quick.yaml"), "--fold", "0"]
 
@@ -38,8 +41,9 @@ def main() -> int:
         start = time.perf_counter()
         subprocess.run([*COMMAND, "--predict"], cwd=work, check=True)  # exactly the README command
         wall = time.perf_counter() - start
-        exp = work / "runs" / "quick"
-        oof = json.loads((exp / "oof_scores.json").read_text())
+        exp = exp_dir(work / "runs", "quick")
+        oof = json.loads((exp / OOF_SCORES).read_text())
+        report = report_path(exp / SUBMISSION)
         result = {
             "what": "README main job: python train.py --config configs/quick.yaml --fold 0 --predict",
             "device": args.device_name,
@@ -48,9 +52,7 @@ def main() -> int:
             "torch": torch.__version__,
             "wall_seconds": round(wall, 1),
             "oof": {k: oof.get(k) for k in ("tta", "images", "f1", "accuracy", "task_f1", "competition")},
-            "eval_truth": json.loads((exp / "submission_report.json").read_text()).get("eval")
-            if (exp / "submission_report.json").is_file()
-            else None,
+            "eval_truth": json.loads(report.read_text()).get("eval") if report.is_file() else None,
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)

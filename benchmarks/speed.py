@@ -12,7 +12,7 @@ each section (a section that fails records its error and the others still run):
 - ``prepare_with_train_cache_seconds``: image check, folds and the uint8 training cache, built from scratch;
   ``project_loader``: the project's training DataLoader alone.
 - ``e2e``: ``train.train`` (DataModule, TaskModule, Trainer, default recipe) on one fold, timed over the
-  training batches after a warm-up; ``predict``: ``predict.predict_group`` with flip TTA (two views).
+  training batches after a warm-up; ``predict``: ``inference.predictor.predict_group`` with flip TTA (two views).
 - ``seed_experiment``: ``train.py --task all --fold all`` for 1 epoch then ``predict.py --ensemble soft
   --tta flip``, wall clock.
 
@@ -33,29 +33,24 @@ import time
 import traceback
 from pathlib import Path
 
+import pytorch_lightning as pl
+import torch
+from speed_baselines import loader_rate, model_only_inference, model_only_train, naive_e2e, naive_loader, sync
+
+import predict
+import train
+from configs.config import Config, SyntheticConfig, load_config
+from datamodules.cache import usable_cpus
+from datamodules.datamodule import MaskDataModule, loader_workers
+from datamodules.layout import read_eval
+from datamodules.prepare import eval_cache, prepare
+from inference.models import load_model
+from inference.predictor import predict_group
+from lightning_modules.optim import accumulation
+from rundir.layout import BEST_CKPT, run_dir
+from synthetic import generate
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import pytorch_lightning as pl  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
-
-import predict  # noqa: E402
-import train  # noqa: E402
-from configs.config import Config, load_config  # noqa: E402
-from datamodules.cache import usable_cpus  # noqa: E402
-from datamodules.datamodule import MaskDataModule, loader_workers  # noqa: E402
-from datamodules.layout import read_eval  # noqa: E402
-from datamodules.prepare import eval_cache, prepare  # noqa: E402
-from datamodules.transforms import normalize  # noqa: E402
-from lightning_modules.optim import accumulation, build_optimizer  # noqa: E402
-from lightning_modules.task_module import TaskModule  # noqa: E402
-
-
-def sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def peak_gpu_gib() -> float | None:
@@ -96,156 +91,6 @@ class Results:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, indent=2))
         tmp.replace(self.path)
-
-
-# ------------------------------------------------------------------------------------------ model only
-
-
-def model_only_train(cfg: Config, mean, std, bf16: bool, channels_last: bool, warmup: int, steps: int) -> dict:
-    """Images/s of forward + loss + backward (+ MADGRAD every ``accumulate`` batches) on random uint8 batches."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    module = TaskModule("age", cfg.to_dict(), mean, std, class_counts=[1, 1, 1]).to(device)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    net = module.model.to(memory_format=fmt)
-    optimizer = build_optimizer(net.parameters(), cfg.optim)
-    batch = cfg.loader.batch_size
-    accumulate = accumulation(cfg.trainer.effective_batch, batch, 1)
-    crop = cfg.augment.crop
-    images = torch.randint(0, 256, (batch, 3, crop, crop), dtype=torch.uint8, device=device)
-    labels = torch.randint(0, 3, (batch,), device=device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
-
-    def step(i: int) -> None:
-        x = normalize(images, module.pixel_mean, module.pixel_std).contiguous(memory_format=fmt)
-        with autocast:
-            loss = module.criterion(net(x), labels) / accumulate
-        loss.backward()
-        if (i + 1) % accumulate == 0:
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-    for i in range(warmup):
-        step(i)
-    sync()
-    start = time.perf_counter()
-    for i in range(steps):
-        step(i)
-    sync()
-    seconds = time.perf_counter() - start
-    return {"img_per_s": round(steps * batch / seconds, 1), "batch": batch, "accumulate": accumulate}
-
-
-@torch.inference_mode()
-def model_only_inference(cfg: Config, mean, std, batch: int, warmup: int, steps: int) -> dict:
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    module = TaskModule("age", cfg.to_dict(), mean, std).to(device).eval()
-    if device.type == "cuda":
-        module = module.to(memory_format=torch.channels_last)
-    crop = cfg.augment.crop
-    images = torch.randint(0, 256, (batch, 3, crop, crop), dtype=torch.uint8, device=device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    out = []
-    for i in range(warmup + steps):
-        if i == warmup:
-            sync()
-            start = time.perf_counter()
-        with autocast:
-            out.append(module(images).float().softmax(1))
-    sync()
-    return {"img_per_s": round(steps * batch / (time.perf_counter() - start), 1), "batch": batch}
-
-
-# --------------------------------------------------------------------------------------- naive pipeline
-
-
-class NaiveDataset(Dataset):
-    """The seed's way: PIL decode and torchvision transforms on every image, every epoch."""
-
-    def __init__(self, files: list[str], cfg: Config, mean, std):
-        from torchvision import transforms as T
-
-        a = cfg.augment
-        self.files = files
-        self.transform = T.Compose(
-            [
-                T.Resize((a.resize_height, a.resize_width)),
-                T.CenterCrop(a.crop),
-                T.RandomChoice([T.RandomHorizontalFlip(1.0), T.RandomVerticalFlip(1.0), T.RandomRotation(30)]),
-                T.RandomChoice(
-                    [
-                        T.ColorJitter(brightness=0.2, contrast=0.2),
-                        T.ColorJitter(saturation=0.2, hue=0.05),
-                        T.ColorJitter(0.2, 0.2, 0.2, 0.05),
-                        T.Grayscale(3),
-                    ]
-                ),
-                T.ToTensor(),
-                T.Normalize(mean, std),
-                T.RandomErasing(p=0.5),
-            ]
-        )
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int):
-        with Image.open(self.files[i]) as img:
-            return self.transform(img.convert("RGB")), 0
-
-
-def naive_loader(files, cfg, mean, std, workers: int) -> DataLoader:
-    return DataLoader(
-        NaiveDataset(files, cfg, mean, std),
-        batch_size=cfg.loader.batch_size,
-        shuffle=True,
-        num_workers=workers,
-        pin_memory=torch.cuda.is_available(),
-        persistent_workers=False,
-        prefetch_factor=4,
-    )
-
-
-def loader_rate(loader: DataLoader, warmup: int, batches: int, consume=None) -> float:
-    """Images/s over ``batches`` batches after ``warmup`` (workers started, queues filled)."""
-    it = iter(loader)
-    for _ in range(warmup):
-        images, _ = next(it)
-        if consume:
-            consume(images)
-    sync()
-    start = time.perf_counter()
-    n = 0
-    for _ in range(batches):
-        images, _ = next(it)
-        if consume:
-            consume(images)
-        n += len(images)
-    sync()
-    del it
-    return round(n / (time.perf_counter() - start), 1)
-
-
-def naive_e2e(files, cfg, mean, std, workers: int, warmup: int, batches: int) -> dict:
-    """The seed's way end to end: fp32 NCHW model fed by the PIL/torchvision loader."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    module = TaskModule("age", cfg.to_dict(), mean, std, class_counts=[1, 1, 1]).to(device)
-    net = module.model
-    optimizer = build_optimizer(net.parameters(), cfg.optim)
-    accumulate = accumulation(cfg.trainer.effective_batch, cfg.loader.batch_size, 1)
-    labels = torch.randint(0, 3, (cfg.loader.batch_size,), device=device)
-    state = {"i": 0}
-
-    def consume(images: torch.Tensor) -> None:
-        images = images.to(device, non_blocking=True)
-        loss = module.criterion(net(images), labels[: len(images)]) / accumulate
-        loss.backward()
-        state["i"] += 1
-        if state["i"] % accumulate == 0:
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-    rate = loader_rate(naive_loader(files, cfg, mean, std, workers), warmup, batches, consume)
-    return {"img_per_s": rate, "workers": workers, "batch": cfg.loader.batch_size}
 
 
 # ------------------------------------------------------------------------------------------ the project
@@ -298,9 +143,10 @@ def e2e_section(cfg: Config, skip: int) -> dict:
     }
 
 
-def predict_section(cfg: Config, exp_dir: Path, batch: int) -> dict:
+def predict_section(cfg: Config, batch: int) -> dict:
+    """The e2e section's age model predicting eval/ in two views."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = predict.load_model(exp_dir / "age" / "fold0" / "best.ckpt", device)
+    model = load_model(run_dir(cfg.runs_dir, cfg.exp, "age", 0) / BEST_CKPT, device)
     cfg = copy.deepcopy(cfg)
     cfg.loader.batch_size = batch
     frame = read_eval(Path(cfg.data.dir))
@@ -308,7 +154,7 @@ def predict_section(cfg: Config, exp_dir: Path, batch: int) -> dict:
     eval_cache(cfg, Path(cfg.data.dir), frame["file"].tolist(), model.cfg.augment)
     cache_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    predict.predict_group([model], frame, [False, True], cfg, Path(cfg.data.dir))
+    predict_group([model], frame, [False, True], cfg, Path(cfg.data.dir))
     seconds = time.perf_counter() - start
     return {
         "img_per_s": round(2 * len(frame) / seconds, 1),
@@ -354,8 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default="data/synthetic")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--work", default="runs/speed", help="runs and caches of the benchmark")
-    p.add_argument("--people", type=int, default=2700, help="train people to generate when --data-dir is missing")
-    p.add_argument("--eval-people", type=int, default=1800)
+    p.add_argument(
+        "--people",
+        type=int,
+        default=SyntheticConfig().people,
+        help="train people to generate when --data-dir is missing",
+    )
+    p.add_argument("--eval-people", type=int, default=SyntheticConfig().eval_people)
     p.add_argument("--size", default="384x512")
     p.add_argument("--steps", type=int, default=20, help="timed steps of each model-only measurement")
     p.add_argument("--loader-batches", type=int, default=10)
@@ -396,8 +247,6 @@ def main(argv: list[str] | None = None) -> int:
         "overrides": args.set,
     }
     if not Path(args.data_dir).exists():
-        from datamodules.synthetic import generate
-
         w, h = (int(v) for v in args.size.split("x"))
         start = time.perf_counter()
         generate(
@@ -426,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     if "e2e" not in skip:
         results.section("e2e", e2e_section, cfg, args.warmup_batches)
     if "predict" not in skip:
-        results.section("predict", predict_section, cfg, Path(cfg.runs_dir) / cfg.exp, 256)
+        results.section("predict", predict_section, cfg, 256)
     train_files = [str(f) for f in data.images["file"]]
     workers_all = max(1, usable_cpus() - 1)
     if "naive" not in skip:

@@ -8,7 +8,6 @@ random (``--leak``: the same people in train and validation). Prints accuracy an
 """
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -18,9 +17,8 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from datamodules.synthetic import MASK_LABEL, age_group, generate  # noqa: E402
+from core.tasks import COMPETITION_AGE_CUTS, GENDERS, MASK_FILES, age_group
+from synthetic import generate
 
 HEADS = {"mask": (0, 3), "gender": (3, 5), "age": (5, 8)}
 
@@ -34,7 +32,7 @@ def load(root: Path):
                 continue
             images.append(np.asarray(Image.open(p).convert("RGB")))
             person.append(i)
-            labels.append((MASK_LABEL[p.stem], int(r.gender == "female"), int(age_group(r.age))))
+            labels.append((MASK_FILES[p.stem], GENDERS[r.gender], int(age_group(r.age, COMPETITION_AGE_CUTS))))
     x = torch.tensor(np.stack(images)).permute(0, 3, 1, 2).float() / 255
     return x, torch.tensor(labels), np.array(person), len(df)
 

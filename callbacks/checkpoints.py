@@ -9,15 +9,18 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor
 
-from callbacks.resume import AtomicModelCheckpoint, LastCheckpoint, SamplerPosition, ScheduleLength
+from callbacks.resume import RESUME_HINT, AtomicModelCheckpoint, LastCheckpoint, SamplerPosition, ScheduleLength
 from configs.config import Config
-from datamodules.atomic import atomic_path
-
-BEST = "best"  # best.ckpt: the best by val/f1, or the final one when there is no validation
-LAST = "last"  # last.ckpt: where --resume continues from (every N optimizer steps, each epoch end, on SIGTERM)
+from core.atomic import atomic_path
+from rundir.layout import BEST, LAST_CKPT, METRICS
 
 
-def training_callbacks(cfg: Config, run_dir: Path, validate: bool, lr_monitor: bool) -> list[pl.Callback]:
+def training_callbacks(
+    cfg: Config, run_dir: Path, validate: bool, lr_monitor: bool, resume_hint: str = RESUME_HINT
+) -> list[pl.Callback]:
+    """What a training run leaves in ``run_dir``: ``best.ckpt``, ``last.ckpt`` (``resume_hint``: the command that
+    resumes the run, told when a signal stops it), ``metrics.csv``; and early stopping and the learning-rate
+    monitor when asked for."""
     callbacks: list[pl.Callback] = [
         AtomicModelCheckpoint(
             dirpath=run_dir,
@@ -28,10 +31,10 @@ def training_callbacks(cfg: Config, run_dir: Path, validate: bool, lr_monitor: b
             save_last=False,  # ModelCheckpoint writes "last" only when the best improves: LastCheckpoint does
             enable_version_counter=False,
         ),
-        LastCheckpoint(run_dir / f"{LAST}.ckpt", every_n_steps=cfg.trainer.checkpoint_every_n_steps),
+        LastCheckpoint(run_dir / LAST_CKPT, cfg.trainer.checkpoint_every_n_steps, resume_hint),
         SamplerPosition(),
         ScheduleLength(),
-        EpochMetricsCSV(run_dir / "metrics.csv"),
+        EpochMetricsCSV(run_dir / METRICS),
     ]
     if validate and cfg.trainer.early_stopping_patience > 0:
         callbacks.append(EarlyStopping("val/f1", mode="max", patience=cfg.trainer.early_stopping_patience))

@@ -9,9 +9,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
-from datamodules.atomic import atomic_path
-from datamodules.shard import gather_rows
-from lightning_modules.scoring import AGE, OOF_COLUMNS, prob_columns
+from core.atomic import atomic_path
+from core.distributed import gather_rows
+from rundir.layout import AGE, OOF_COLUMNS, prob_columns
 
 
 class OOFWriter(BasePredictionWriter):

@@ -26,7 +26,6 @@ import logging
 import os
 import shlex
 import signal
-import sys
 import threading
 import warnings
 from collections.abc import Iterator
@@ -90,9 +89,13 @@ class AtomicModelCheckpoint(ModelCheckpoint):
         self._last_checkpoint_saved = filepath
 
 
-def resume_command(argv: list[str] | None = None) -> str:
-    """The command line that continues this run: the same arguments with ``--resume``."""
-    args = [a for a in (sys.argv if argv is None else argv) if a != "--overwrite"]
+RESUME_HINT = "the same command with --resume"  # when the caller did not say the command line
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command line that continues a run started with ``argv`` (the script and its arguments): the same
+    arguments with ``--resume``."""
+    args = [a for a in argv if a != "--overwrite"]
     if "--resume" not in args:
         args.append("--resume")
     return shlex.join(["python", *args])
@@ -126,11 +129,12 @@ class LastCheckpoint(Checkpoint):
     Every file is written under a temporary name and renamed, so a kill never leaves a half ``last.ckpt``.
     """
 
-    def __init__(self, path: str | Path, every_n_steps: int = 0):
+    def __init__(self, path: str | Path, every_n_steps: int = 0, resume_hint: str = RESUME_HINT):
         if every_n_steps < 0:
             raise ValueError(f"every_n_steps must be 0 or more, got {every_n_steps}")
         self.path = Path(path)
         self.every_n_steps = every_n_steps
+        self.resume_hint = resume_hint  # the command that resumes the run, told when a signal stops it
         self._saved_step = -1  # the global step last.ckpt was last written at, by this process
         self._sigterm_held = False
         self._stopped_by = "SIGTERM"  # or Ctrl-C
@@ -199,7 +203,7 @@ class LastCheckpoint(Checkpoint):
         if isinstance(exception, KeyboardInterrupt):  # a second Ctrl-C: no save, the last one stands
             if trainer.is_global_zero and self.path.is_file():
                 log.warning(
-                    "Stopped by Ctrl-C; %s holds the last saved step. Resume with:\n  %s", self.path, resume_command()
+                    "Stopped by Ctrl-C; %s holds the last saved step. Resume with:\n  %s", self.path, self.resume_hint
                 )
             return
         if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:
@@ -219,14 +223,14 @@ class LastCheckpoint(Checkpoint):
                 trainer.global_step,
                 where,
                 self.path,
-                resume_command(),
+                self.resume_hint,
             )
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Lightning notes a SIGTERM during prediction but does not stop: stop here, once the outputs are written
         if trainer.received_sigterm:
             if trainer.is_global_zero:
-                log.warning("Stopped by SIGTERM after this run's prediction. Resume with:\n  %s", resume_command())
+                log.warning("Stopped by SIGTERM after this run's prediction. Resume with:\n  %s", self.resume_hint)
             raise SystemExit(SIGTERM_EXIT)
 
     def _hold_sigterm(self, trainer: pl.Trainer) -> None:

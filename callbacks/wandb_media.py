@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
-from datamodules.dataset import read_rgb
+from datamodules.decode import read_rgb
 
 
 def worst_misclassified(probs: torch.Tensor, labels: torch.Tensor, n: int) -> list[tuple[int, int, float]]:

@@ -15,13 +15,12 @@ from typing import Any
 
 import yaml
 
+from core.atomic import write_text_atomic
+from core.errors import ConfigError
+from core.tasks import CLASS18, TASK_NAMES
+
 CONFIG_DIR = Path(__file__).resolve().parent
-TASK_NAMES = ("mask", "gender", "age")
-MULTIHEAD = "multihead"  # --task multihead: one backbone, the three heads trained together
-
-
-class ConfigError(ValueError):
-    """A configuration mistake: an unknown key, a bad value or a missing file."""
+MULTIHEAD_HEADS = (*TASK_NAMES, CLASS18)  # the multihead section names a weight and a loss per head
 
 
 def choice(default: Any, *choices: Any) -> Any:
@@ -326,22 +325,42 @@ def validate(cfg: Config) -> None:
         p = getattr(cfg.augment, key)
         if not 0.0 <= p <= 1.0:
             raise ConfigError(f"augment.{key}: a probability between 0 and 1, got {p}")
-    for head in ("mask", "gender", "age", "class18"):
+    for head in MULTIHEAD_HEADS:
         if getattr(cfg.multihead, f"{head}_weight") < 0:
             raise ConfigError(f"multihead.{head}_weight: must be 0 or more")
-    if not 0.0 <= cfg.loss.f1_weight <= 1.0:
-        raise ConfigError(f"loss.f1_weight: must lie between 0 and 1, got {cfg.loss.f1_weight}")
+    check_loss(cfg.loss, "loss")
+    for head in MULTIHEAD_HEADS:
+        if getattr(cfg.multihead, f"{head}_loss") is not None:
+            check_loss(getattr(cfg.multihead, f"{head}_loss"), f"multihead.{head}_loss")
     if not 0.0 < cfg.optim.gamma < 1.0:
         raise ConfigError(f"optim.gamma: must lie between 0 and 1, got {cfg.optim.gamma}")
-    if cfg.loss.gaussian_sigma <= 0:
-        raise ConfigError(f"loss.gaussian_sigma: must be positive, got {cfg.loss.gaussian_sigma}")
-    if not 0.0 <= cfg.loss.smoothing < 1.0:
-        raise ConfigError(f"loss.smoothing: must lie in [0, 1), got {cfg.loss.smoothing}")
     if cfg.optim.lr <= 0:
         raise ConfigError(f"optim.lr: must be positive, got {cfg.optim.lr}")
 
 
-def save_config(cfg: Config, path: str | Path) -> None:
-    from datamodules.atomic import write_text_atomic
+def choices(cls: type, name: str) -> tuple:
+    """The values the dataclass field ``cls.name`` accepts."""
+    return next(f for f in dataclasses.fields(cls) if f.name == name).metadata["choices"]
 
+
+def check_loss(loss: LossConfig, key: str = "loss") -> None:
+    """The loss settings' own checks (``key``: where they sit, e.g. ``multihead.age_loss``), also for a
+    ``LossConfig`` made in code."""
+    if loss.kind not in choices(LossConfig, "kind"):
+        raise ConfigError(
+            f"{key}.kind: unknown loss {loss.kind!r}; choose one of {', '.join(choices(LossConfig, 'kind'))}"
+        )
+    if loss.class_weights not in choices(LossConfig, "class_weights"):
+        raise ConfigError(f"{key}.class_weights: unknown value {loss.class_weights!r}; choose none or balanced")
+    if not 0.0 <= loss.f1_weight <= 1.0:
+        raise ConfigError(f"{key}.f1_weight: must lie between 0 and 1, got {loss.f1_weight}")
+    if loss.gaussian_sigma <= 0:
+        raise ConfigError(f"{key}.gaussian_sigma: must be positive, got {loss.gaussian_sigma}")
+    if loss.focal_gamma < 0:
+        raise ConfigError(f"{key}.focal_gamma: must be 0 or more, got {loss.focal_gamma}")
+    if not 0.0 <= loss.smoothing < 1.0:
+        raise ConfigError(f"{key}.smoothing: must lie in [0, 1), got {loss.smoothing}")
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
     write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

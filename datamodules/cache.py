@@ -26,8 +26,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from configs.config import AugmentConfig
-from datamodules.atomic import write_text_atomic
-from datamodules.errors import DataError, raise_collected
+from core.atomic import write_text_atomic
+from core.errors import DataError, raise_collected
+from datamodules.decode import read_rgb
+from datamodules.transforms import geometry_only
 
 log = logging.getLogger(__name__)
 VERSION = 1  # bump when the stored pixels would change for the same inputs
@@ -113,15 +115,11 @@ _worker: dict = {}
 
 
 def _init_worker(path: str, shape: tuple, aug: AugmentConfig) -> None:
-    from datamodules.transforms import geometry_only
-
     _worker["array"] = np.memmap(path, dtype=np.uint8, mode="r+", shape=shape)
     _worker["geometry"] = geometry_only(aug)
 
 
 def _fill(task: tuple[int, list[str]]) -> tuple[int, list[str]]:
-    from datamodules.dataset import read_rgb
-
     start, files = task
     array, geometry = _worker["array"], _worker["geometry"]
     bad = []

@@ -9,11 +9,12 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from configs.config import MULTIHEAD, Config, ConfigError
+from configs.config import Config
+from core.errors import ConfigError
+from core.tasks import MULTIHEAD, MULTIHEAD_TASK, TASKS, with_competition_labels
 from datamodules.cache import usable_cpus
 from datamodules.dataset import ImageDataset, seed_worker
 from datamodules.folds import select
-from datamodules.labels import MULTIHEAD_TASK, TASKS, with_competition_labels
 from datamodules.layout import read_eval
 from datamodules.prepare import PreparedData, eval_cache, prepare
 from datamodules.sampler import BalancedSampler, ShuffleSampler

@@ -13,22 +13,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from core.errors import DataError
 from datamodules.cache import ImageCache
-from datamodules.errors import DataError
+from datamodules.decode import read_rgb
 
 # OpenCV's own thread pool fights torch's threads (and the DataLoader's processes) for the cores: on a
 # 2-core machine that made augmentation 20x slower. Images are small; one thread each is fastest.
 cv2.setNumThreads(0)
 MAX_WORKERS = 256  # DataLoader workers tracked per dataset
 RANK_STRIDE = 1_000_003  # augmentation seeds of two processes lie this far apart (more than any worker count)
-
-
-def read_rgb(path: str) -> np.ndarray:
-    """Decode ``path`` to a uint8 HxWx3 RGB array; grayscale, RGBA and palette images become RGB."""
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
-    if img is None:
-        raise DataError(f"{path}: the image cannot be decoded")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 class ImageDataset(Dataset):

@@ -9,7 +9,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from datamodules.atomic import write_text_atomic
+from core.atomic import write_text_atomic
 
 
 def data_fingerprint(data_dir: str | Path) -> str:

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, train_test_split
 
-from datamodules.atomic import atomic_path
-from datamodules.errors import DataError
-from datamodules.labels import COMPETITION_AGE_CUTS, age_group
+from core.atomic import atomic_path
+from core.errors import DataError
+from core.tasks import COMPETITION_AGE_CUTS, age_group
 
 SPLIT_STRATA_CUTS = COMPETITION_AGE_CUTS  # fixed, whatever data.age_cuts a task trains with
 

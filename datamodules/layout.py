@@ -12,8 +12,8 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from datamodules.errors import DataError, raise_collected
-from datamodules.labels import GENDERS, MASK_FILES
+from core.errors import DataError, raise_collected
+from core.tasks import GENDERS, MASK_FILES
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 TRAIN_COLUMNS = ("id", "gender", "race", "age", "path")

@@ -1,6 +1,6 @@
 """Everything the data layer does before a model sees a batch, cached per data set fingerprint.
 
-``prepare(cfg)``: find (or generate) the data, read the layout, check every image decodes, apply the
+``prepare(cfg)``: find the data, read the layout, check every image decodes, apply the
 corrections files, write or reuse the person splits and choose the normalisation.
 """
 
@@ -16,13 +16,13 @@ import numpy as np
 import pandas as pd
 
 from configs.config import AugmentConfig, Config
-from datamodules.atomic import write_text_atomic
+from core.atomic import write_text_atomic
+from core.errors import DataError, raise_collected
+from core.tasks import age_group, class18
 from datamodules.cache import ImageCache, build_cache, cache_key
-from datamodules.dataset import read_rgb
-from datamodules.errors import DataError, raise_collected
+from datamodules.decode import read_rgb
 from datamodules.fingerprint import cache_dir_for, data_fingerprint, write_json_atomic
 from datamodules.folds import load_or_make_splits
-from datamodules.labels import age_group, class18
 from datamodules.layout import check_data_dir, read_eval, read_train
 from datamodules.relabel import apply_relabels
 from datamodules.scan import find_undecodable
@@ -42,26 +42,6 @@ class PreparedData:
     mean: list[float]
     std: list[float]
     train_cache: ImageCache | None = None  # the training images, resized and cropped (data.cache_images)
-
-
-def ensure_data(cfg: Config) -> Path:
-    """The data directory; the default one is generated (synthetic) when missing, a user's never is."""
-    data_dir = Path(cfg.data.dir)
-    if not data_dir.exists() and data_dir.resolve() == Path(cfg.data.default_dir).resolve():
-        from datamodules.synthetic import generate
-
-        s = cfg.data.synthetic
-        log.info(
-            "data directory %s does not exist: generating the synthetic stand-in there "
-            "(%d train people, %d eval people, %dx%d)",
-            data_dir,
-            s.people,
-            s.eval_people,
-            s.width,
-            s.height,
-        )
-        generate(data_dir, people=s.people, eval_people=s.eval_people, size=(s.width, s.height), seed=s.seed)
-    return check_data_dir(data_dir)
 
 
 CHECK_MARKER = "images-checked-v3.json"  # v3: a verdict per file with its size and mtime
@@ -160,7 +140,7 @@ def _normalisation(cfg: Config, files: list[str], cache: Path, images: ImageCach
 
 def prepare(cfg: Config, progress: bool = True) -> PreparedData:
     """Read, check, correct and split the training data described by ``cfg.data``."""
-    data_dir = ensure_data(cfg)
+    data_dir = check_data_dir(cfg.data.dir)
     fingerprint = data_fingerprint(data_dir)
     cache = cache_dir_for(cfg.data.cache_dir, fingerprint)
     raw = read_train(data_dir)

@@ -20,8 +20,8 @@ import pandas as pd
 import yaml
 
 from configs.config import CONFIG_DIR
-from datamodules.errors import DataError, raise_collected
-from datamodules.labels import GENDERS, MASK_FILES, TASKS
+from core.errors import DataError, raise_collected
+from core.tasks import GENDERS, MASK_FILES, TASKS
 
 SECTIONS = ("gender", "age", "swap_incorrect_normal", "mask", "exclude_people", "exclude_images")
 MASK_NAMES = {name: i for i, name in enumerate(TASKS["mask"].classes)}

@@ -1,15 +1,12 @@
 """A readable summary of the prepared data: people and images per class, per task and per fold, and what
 the corrections files changed. Printed before training; on its own with
-``python -m datamodules.summary [--config FILE] [--set key=value] [--data-dir DIR]``."""
+``python train.py --prepare-only [--config FILE] [--set key=value] [--data-dir DIR]``."""
 
 from __future__ import annotations
 
-import argparse
-import sys
-
 import pandas as pd
 
-from datamodules.labels import TASKS
+from core.tasks import TASKS
 from datamodules.prepare import PreparedData
 
 
@@ -45,27 +42,3 @@ def summarize(data: PreparedData) -> str:
         lines.append("corrections: " + ", ".join(f"{src} {field}: {n}" for (src, field), n in counts.items()))
     lines.append(f"normalisation: mean {data.mean} std {data.std}")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from configs.config import load_config
-    from datamodules.errors import run_cli
-    from datamodules.prepare import prepare
-
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--config", action="append", default=[])
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--data-dir")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for data and config errors")
-    args = parser.parse_args(argv)
-
-    def work() -> None:
-        cfg = load_config(None, args.config, args.set)
-        cfg.data.dir = args.data_dir or cfg.data.dir
-        print(summarize(prepare(cfg)))
-
-    return run_cli(work, args.debug)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

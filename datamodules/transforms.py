@@ -2,8 +2,8 @@
 
 Every image goes through the deterministic :func:`geometry_only` (resize, centre crop; done once and cached),
 then the random :func:`train_augment` or the fixed :func:`eval_augment`, both on uint8 pixels. The model
-normalises (:func:`normalize`) with the statistics saved in its checkpoint, so prediction normalises exactly
-as training did.
+normalises (``lightning_modules.base.normalize``) with the statistics saved in its checkpoint, so prediction
+normalises exactly as training did.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import albumentations as A
 import cv2
 import numpy as np
-import torch
 from albumentations.pytorch import ToTensorV2
 
 from configs.config import AugmentConfig
@@ -66,12 +65,6 @@ def geometry_only(aug: AugmentConfig) -> A.Compose:
     """The deterministic part of both recipes (resize + centre crop), on uint8 images. The image cache
     stores its output, so it runs once per image, not once per epoch."""
     return A.Compose(_geometry(aug))
-
-
-def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 (or 0..255 float) NCHW batch -> float32 ``(x / 255 - mean) / std``, on whatever device the
-    batch is on: batches travel as uint8 (4x less to copy) and are normalised on the GPU."""
-    return (images.float() - mean.view(1, -1, 1, 1) * 255.0) / (std.view(1, -1, 1, 1) * 255.0)
 
 
 def dataset_statistics(images: list[np.ndarray]) -> tuple[list[float], list[float]]:

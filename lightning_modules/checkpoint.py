@@ -18,8 +18,8 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from configs.config import MULTIHEAD, ConfigError
-from datamodules.errors import DataError
+from core.errors import ConfigError, DataError
+from core.tasks import MULTIHEAD
 from lightning_modules.multihead import MultiHeadModule
 from lightning_modules.task_module import TaskModule
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datamodules.labels import class18
+from core.tasks import HEAD_SIZES, class18, joint_probs
 
 
 def soft_vote(probs: np.ndarray) -> np.ndarray:
@@ -42,13 +42,12 @@ def merge(probs: np.ndarray, how: str) -> np.ndarray:
 
 
 def combine_heads(mask: np.ndarray, gender: np.ndarray, age: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The 18-class probabilities ``p[m*6 + g*3 + a] = p_mask[m] p_gender[g] p_age[a]`` and their argmax."""
+    """The 18-class probabilities (``core.tasks.joint_probs``: the heads taken as independent) and the answer,
+    the 18-class index of each head's argmax."""
     mask, gender, age = (np.asarray(p, dtype=np.float64) for p in (mask, gender, age))
-    if not (mask.shape[1], gender.shape[1], age.shape[1]) == (3, 2, 3):
+    if (mask.shape[1], gender.shape[1], age.shape[1]) != HEAD_SIZES:
         raise ValueError(
             f"expected 3 mask, 2 gender and 3 age columns, got {mask.shape[1]}/{gender.shape[1]}/{age.shape[1]}"
         )
-    joint = mask[:, :, None, None] * gender[:, None, :, None] * age[:, None, None, :]
-    probs18 = joint.reshape(len(mask), 18)
     answer = class18(mask.argmax(1), gender.argmax(1), age.argmax(1))
-    return probs18, answer
+    return joint_probs(mask, gender, age), answer

@@ -10,9 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from configs.config import LossConfig
-
-LOSS_KINDS = ("ce", "f1", "ce_f1", "focal", "label_smoothing", "gaussian")
+from configs.config import LossConfig, check_loss
+from core.errors import ConfigError
 
 
 def _check_shapes(logits: Tensor, target: Tensor, num_classes: int, name: str) -> None:
@@ -125,35 +124,20 @@ def balanced_weights(class_counts: list[int], num_classes: int) -> Tensor:
     return counts.sum() / (num_classes * counts.clamp(min=1))
 
 
-def _check_cfg(cfg: LossConfig, task: str) -> None:
-    if cfg.kind not in LOSS_KINDS:
-        raise ValueError(f"loss.kind: unknown loss {cfg.kind!r}; choose one of {', '.join(LOSS_KINDS)}")
-    if cfg.kind == "gaussian" and task != "age":
-        raise ValueError(f"loss.kind: 'gaussian' smooths over ordered age groups; task {task!r} is not 'age'")
-    if cfg.kind == "gaussian" and cfg.gaussian_sigma <= 0:
-        raise ValueError(f"loss.gaussian_sigma: must be positive, got {cfg.gaussian_sigma}")
-    if cfg.kind == "focal" and cfg.focal_gamma < 0:
-        raise ValueError(f"loss.focal_gamma: must be 0 or more, got {cfg.focal_gamma}")
-    if cfg.kind == "label_smoothing" and not 0.0 <= cfg.smoothing < 1.0:
-        raise ValueError(f"loss.smoothing: must lie in [0, 1), got {cfg.smoothing}")
-    if cfg.kind == "ce_f1" and not 0.0 <= cfg.f1_weight <= 1.0:
-        raise ValueError(f"loss.f1_weight: must lie between 0 and 1, got {cfg.f1_weight}")
-
-
 def build_loss(cfg: LossConfig, num_classes: int, task: str, class_counts: list[int] | None = None) -> nn.Module:
     """The loss named by ``cfg.kind`` for a head with ``num_classes`` classes.
 
     ``class_counts`` (training examples per class) is needed when ``cfg.class_weights == "balanced"``;
     the weights apply to the cross-entropy parts only (macro F1 already weighs classes equally).
     """
-    _check_cfg(cfg, task)
+    check_loss(cfg)
+    if cfg.kind == "gaussian" and task != "age":
+        raise ConfigError(f"loss.kind: 'gaussian' smooths over ordered age groups; task {task!r} is not 'age'")
     weight = None
     if cfg.class_weights == "balanced":
         if class_counts is None:
             raise ValueError("loss.class_weights: 'balanced' needs the training class counts (class_counts)")
         weight = balanced_weights(class_counts, num_classes)
-    elif cfg.class_weights != "none":
-        raise ValueError(f"loss.class_weights: unknown value {cfg.class_weights!r}; choose none or balanced")
 
     if cfg.kind == "ce":
         return CrossEntropy(weight)

@@ -16,17 +16,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from callbacks.checkpoints import BEST, LAST
 from configs.config import Config
-from datamodules.atomic import write_text_atomic
-from datamodules.errors import DataError, RunError
+from core.atomic import write_text_atomic
+from core.errors import RunError
 from lightning_modules.checkpoint import checkpoint_task, read_checkpoint
+from rundir.layout import BEST_CKPT, CONFIG, DONE, LAST_CKPT, METRICS, REPLACED, RESULTS
 
-DONE = "done.json"  # written last: the run finished (a resumed --fold all skips it)
-CONFIG = "config.yaml"
-METRICS = "metrics.csv"
-RESULTS = (f"{BEST}.ckpt", f"{LAST}.ckpt", "oof.csv", DONE)  # what makes a directory "an earlier run"
-REPLACED = ".replaced"  # an overwritten run's files, kept until the new run has a checkpoint
 # settings a resumed run may change: where things are, how it is shown, how long and on what it trains
 RESUMABLE = (
     "exp",
@@ -53,14 +48,14 @@ def ensure_writable(out: Path) -> None:
         write_text_atomic(out / ".write-check", "")
         (out / ".write-check").unlink()
     except OSError as exc:
-        raise DataError(
+        raise RunError(
             f"cannot write the run directory {out} ({exc.strerror or exc}): choose another runs_dir "
             "(--set runs_dir=DIR) or fix its permissions"
         ) from None
 
 
 def has_checkpoint(out: Path) -> bool:
-    return any((out / f"{name}.ckpt").is_file() for name in (BEST, LAST))
+    return any((out / name).is_file() for name in (BEST_CKPT, LAST_CKPT))
 
 
 def settle_replaced(out: Path) -> None:
@@ -133,7 +128,7 @@ def check_resume(cfg: Config, task: str, out: Path) -> dict[str, Any] | None:
     """Before ``--resume`` writes anything: the hyperparameters of ``out``'s last.ckpt, or None when there is
     none to resume from. A :class:`RunError` when the checkpoint is another task's or was trained with other
     settings (naming the keys); a :class:`DataError` when it is not a readable checkpoint."""
-    last = out / f"{LAST}.ckpt"
+    last = out / LAST_CKPT
     if not last.is_file():
         return None
     afresh = "start this run afresh with --overwrite (or a new --exp)"
@@ -155,7 +150,7 @@ def check_resumed_data(hparams: dict[str, Any] | None, fingerprint: str, out: Pa
     saved = (hparams or {}).get("fingerprint")
     if saved and saved != fingerprint:
         raise RunError(
-            f"cannot resume {out / (LAST + '.ckpt')}: it was trained on another data set (fingerprint {saved}, the "
+            f"cannot resume {out / LAST_CKPT}: it was trained on another data set (fingerprint {saved}, the "
             f"data now gives {fingerprint}: train.csv or the images changed); start this run afresh with "
             "--overwrite (or a new --exp). Nothing was changed."
         )

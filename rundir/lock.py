@@ -10,9 +10,8 @@ import fcntl
 import os
 from pathlib import Path
 
-from datamodules.errors import RunError
-
-LOCK = ".lock"
+from core.errors import RunError
+from rundir.layout import LOCK
 
 
 class RunLock:

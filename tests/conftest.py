@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from configs.config import load_config
-from datamodules.labels import MASK_FILES
+from core.tasks import MASK_FILES
 
 PEOPLE = [  # id, gender, age
     ("000001", "female", 19),
@@ -95,7 +95,7 @@ def tiny_argv(data_dir: Path, tmp_path: Path, *overrides: str) -> list[str]:
 @pytest.fixture(scope="session")
 def synthetic(tmp_path_factory) -> Path:
     """A small synthetic data set (300 people, 48x64), generated once per test session."""
-    from datamodules.synthetic import generate
+    from synthetic import generate
 
     root = tmp_path_factory.mktemp("synthetic")
     generate(root / "data", people=300, eval_people=8, size=(48, 64), seed=1, workers=2, progress=False)

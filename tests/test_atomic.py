@@ -1,6 +1,6 @@
 import pytest
 
-from datamodules.atomic import atomic_path, write_text_atomic
+from core.atomic import atomic_path, write_text_atomic
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):

@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from configs.config import AugmentConfig
+from core.errors import DataError
 from datamodules import cache as cache_mod
 from datamodules.cache import build_cache, open_cache
-from datamodules.dataset import ImageDataset, read_rgb
-from datamodules.errors import DataError
+from datamodules.dataset import ImageDataset
+from datamodules.decode import read_rgb
 from datamodules.transforms import eval_augment, geometry_only, train_augment
 
 AUG = AugmentConfig(resize_height=40, resize_width=30, crop=24)

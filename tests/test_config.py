@@ -1,7 +1,11 @@
+import dataclasses
+
 import pytest
 import yaml
 
-from configs.config import ConfigError, load_config, parse_override, save_config
+from configs.config import CONFIG_DIR, Config, load_config, parse_override, save_config
+from core.errors import ConfigError
+from core.tasks import TASK_NAMES
 
 
 def test_default_is_the_seed_recipe():
@@ -57,3 +61,42 @@ def test_saved_config_loads_back_identically(tmp_path):
     again = load_config(None, [tmp_path / "config.yaml"])
     assert again == cfg
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["optim"]["lr"] == 0.002
+
+
+def test_default_yaml_states_every_dataclass_default_and_nothing_else():
+    # the defaults have one source: configs/default.yaml (read first by every load) must say exactly what the
+    # dataclasses default to, so that editing either one alone fails here instead of silently doing nothing
+    stated = yaml.safe_load((CONFIG_DIR / "default.yaml").read_text())
+    assert stated == dataclasses.asdict(Config())
+
+
+def test_task_files_hold_only_what_differs_per_task():
+    defaults = dataclasses.asdict(load_config())
+    for task in TASK_NAMES:
+        own = yaml.safe_load((CONFIG_DIR / "tasks" / f"{task}.yaml").read_text()) or {}
+        assert dataclasses.asdict(load_config(task)) == _merged(defaults, own)
+        assert not _same_as(own, defaults), f"tasks/{task}.yaml repeats a default"
+
+
+def _merged(base: dict, update: dict) -> dict:
+    return {
+        k: _merged(v, update[k]) if isinstance(v, dict) and k in update else update.get(k, v) for k, v in base.items()
+    }
+
+
+def _same_as(own: dict, defaults: dict) -> list[str]:
+    """The keys of ``own`` whose value is the default's."""
+    same = []
+    for key, value in own.items():
+        if isinstance(value, dict) and isinstance(defaults.get(key), dict):
+            same += [f"{key}.{k}" for k in _same_as(value, defaults[key])]
+        elif defaults.get(key) == value:
+            same.append(key)
+    return same
+
+
+def test_loss_settings_are_checked_once_for_every_loss_section():
+    with pytest.raises(ConfigError, match="multihead.age_loss.smoothing"):
+        load_config(None, [], ["multihead.age_loss={kind: label_smoothing, smoothing: 1.5}"])
+    with pytest.raises(ConfigError, match="loss.focal_gamma"):
+        load_config(None, [], ["loss.focal_gamma=-1"])

@@ -15,8 +15,8 @@ from conftest import tiny_argv, tiny_config
 from PIL import Image
 
 import train as train_cli
+from core.errors import DataError
 from datamodules import prepare as prepare_module
-from datamodules.errors import DataError
 from datamodules.fingerprint import data_fingerprint
 from datamodules.prepare import prepare
 from datamodules.scan import find_undecodable

@@ -4,10 +4,13 @@ import pytest
 import torch
 from conftest import tiny_config
 
+import train as train_cli
+from configs.config import load_config
+from core.errors import DataError
 from datamodules.datamodule import MaskDataModule
-from datamodules.errors import DataError
 from datamodules.prepare import prepare
 from datamodules.summary import summarize
+from synthetic import ensure_default_data
 
 
 def _dm(layout, tmp_path, task="age", fold=1, *overrides):
@@ -98,19 +101,17 @@ def test_summary_names_classes_folds_and_corrections(layout, tmp_path):
 
 
 def test_only_the_default_directory_is_generated(tmp_path):
-    from configs.config import load_config
-    from datamodules.prepare import ensure_data
-
     small = ["data.synthetic.people=20", "data.synthetic.eval_people=2", "data.synthetic.width=24"]
     small += ["data.synthetic.height=32", f"data.cache_dir={tmp_path / 'cache'}"]
     default = tmp_path / "default"
     cfg = load_config(None, [], [f"data.dir={default}", f"data.default_dir={default}", *small])
-    assert ensure_data(cfg) == default
+    assert ensure_default_data(cfg.data) == default
     assert (default / "train" / "train.csv").is_file() and (default / "truth" / "noise.csv").is_file()
     mine = tmp_path / "my-real-data"
     cfg = load_config(None, [], [f"data.dir={mine}", f"data.default_dir={default}", *small])
+    ensure_default_data(cfg.data)
     with pytest.raises(DataError, match="does not exist"):
-        ensure_data(cfg)
+        prepare(cfg, progress=False)
     assert not mine.exists()
 
 
@@ -122,7 +123,8 @@ def test_a_broken_eval_set_stops_before_training(layout, tmp_path):
 
 
 def test_summary_command(layout, tmp_path, capsys):
-    from datamodules.summary import main
+    def main(argv: list[str]) -> int:  # the data summary: train.py --prepare-only
+        return train_cli.main([*argv, "--prepare-only", "--wandb", "disabled", "--task", "mask"])
 
     assert main(["--data-dir", str(layout), "--set", f"data.cache_dir={tmp_path / 'cache'}"]) == 0
     assert "12 people, 84 images" in capsys.readouterr().out

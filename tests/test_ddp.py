@@ -19,9 +19,10 @@ import torch
 from conftest import PEOPLE, make_layout, tiny_argv, tiny_config
 from torch.utils.data import SequentialSampler
 
+from core.distributed import gather_shards, shard_rows
 from datamodules.datamodule import MaskDataModule
 from datamodules.sampler import BalancedSampler, ShuffleSampler
-from datamodules.shard import ShardSampler, gather_shards, shard_rows
+from datamodules.shard import ShardSampler
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,7 +92,8 @@ import sys
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from datamodules.shard import ShardSampler, gather_rows, gather_shards
+from core.distributed import gather_rows, gather_shards
+from datamodules.shard import ShardSampler
 
 def run(rank, init):
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)

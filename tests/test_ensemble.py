@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from datamodules.labels import class18, split_class18
+from core.tasks import class18, split_class18
 from lightning_modules.ensemble import combine_heads, hard_vote, merge, soft_vote
 
 

@@ -19,8 +19,7 @@ import pytest
 from conftest import tiny_argv, tiny_config
 
 import jobs
-from configs.config import ConfigError
-from datamodules.errors import DataError
+from core.errors import ConfigError, RunError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -124,7 +123,7 @@ def test_the_next_job_starts_as_soon_as_a_gpu_frees(fake):
 def test_a_failed_job_is_named_with_its_log_after_the_others_finish(fake):
     fake.plan(**{"gender-fold0": {"exit": 3}})
     job_list = [("gender", "0"), ("mask", "0"), ("mask", "1"), ("age", "0")]
-    with pytest.raises(DataError) as err:
+    with pytest.raises(RunError) as err:
         fake.run(job_list)
     message = str(err.value)
     log = fake.logs / "gender-fold0.log"

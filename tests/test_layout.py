@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from conftest import write_image
 
-from datamodules.errors import DataError
-from datamodules.labels import age_group, class18, split_class18
+from core.errors import DataError
+from core.tasks import age_group, class18, split_class18
 from datamodules.layout import read_eval, read_train
 
 

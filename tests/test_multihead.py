@@ -9,11 +9,14 @@ import torch
 from conftest import quick_cfg
 from sklearn.metrics import f1_score
 
+import inference.models
+import inference.predictor
 import predict
 import train as train_cli
+from analysis.scoring import read_task_oof, score_oof
+from datamodules.layout import read_eval
 from lightning_modules.losses import CeF1Loss, GaussianLoss
 from lightning_modules.multihead import MultiHeadModule
-from lightning_modules.scoring import read_task_oof, score_oof
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +63,13 @@ def test_multihead_and_separate_models_ensemble_together(multihead_run, syntheti
     out, tmp = multihead_run
     cfg = quick_cfg(synthetic, tmp, "data.n_folds=2", "trainer.max_epochs=1", "exp=mh")
     train_cli.train(cfg, "gender", 0)
-    found = predict.find_checkpoints(out.parent.parent, None)
+    found = inference.models.find_checkpoints(out.parent.parent, None)
     assert [p.parent.parent.name for p in found["gender"]] == ["gender", "multihead"]
     assert [p.parent.parent.name for p in found["age"]] == ["multihead"]
-    frame, _ = predict.predict_eval(cfg, out.parent.parent, None, "soft", "none", None)
-    models = {p: predict.load_model(p, torch.device("cpu")) for p in found["gender"]}
+    frame, _ = inference.predictor.predict_eval(cfg, out.parent.parent, None, "soft", "none", None)
+    models = {p: inference.models.load_model(p, torch.device("cpu")) for p in found["gender"]}
     per = [
-        predict.predict_group([m], predict.read_eval(synthetic), [False], cfg, synthetic)[0][0][
+        inference.predictor.predict_group([m], read_eval(synthetic), [False], cfg, synthetic)[0][0][
             :, m.head_slices()["gender"]
         ]
         for m in models.values()
@@ -83,7 +86,7 @@ def test_each_head_has_its_own_loss_and_weight(synthetic, tmp_path):
     assert set(model.heads) == {"mask", "gender", "age"}  # no 18-class head unless its weight is > 0
     logits = {"mask": torch.randn(4, 3), "gender": torch.randn(4, 2), "age": torch.randn(4, 3)}
     labels = torch.tensor([[0, 1, 2], [1, 0, 0], [2, 1, 1], [0, 0, 2]])
-    total, parts = model._loss(logits, labels)
+    total, parts = model.weighted_loss(logits, model.training_targets(labels))
     assert torch.allclose(total, 2 * parts["mask"] + parts["age"])
     probs = model.probabilities(torch.randint(0, 256, (2, 3, 48, 48), dtype=torch.uint8))
     assert probs.shape == (2, 8) and torch.allclose(probs[:, 3:5].sum(1), torch.ones(2))

@@ -32,12 +32,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from datamodules import noise
-from datamodules.errors import DataError
-from datamodules.labels import MASK_FILES, class18
+from analysis import noise
+from analysis.noise import outputs
+from core.errors import DataError
+from core.tasks import MASK_FILES, class18
 from datamodules.layout import read_train
 from datamodules.relabel import apply_relabels
-from lightning_modules.scoring import OOF_COLUMNS
+from rundir.layout import OOF_COLUMNS, prob_columns
 
 STEMS = list(MASK_FILES)
 
@@ -49,7 +50,7 @@ def frame(rows: list[tuple]) -> pd.DataFrame:
     """An OOF frame from ``(person, stem, label, [probabilities])`` rows."""
     k = len(rows[0][3])
     data = [(p, f"{s}.jpg", s, 0, lab, *probs) for p, s, lab, probs in rows]
-    return pd.DataFrame(data, columns=OOF_COLUMNS + noise.prob_columns(k))
+    return pd.DataFrame(data, columns=OOF_COLUMNS + prob_columns(k))
 
 
 def person(name: str, label: int, per_photo: list[list[float]]) -> list[tuple]:
@@ -71,7 +72,7 @@ def test_oof_columns_are_the_writers():
     from callbacks import oof_writer
 
     assert OOF_COLUMNS == oof_writer.OOF_COLUMNS == ["person", "image", "stem", "fold", "label"]
-    assert noise.prob_columns(3) == oof_writer.prob_columns(3) == ["prob_0", "prob_1", "prob_2"]
+    assert prob_columns(3) == oof_writer.prob_columns(3) == ["prob_0", "prob_1", "prob_2"]
 
 
 def test_gender_flip_needs_the_photos_to_agree():
@@ -101,9 +102,9 @@ def test_age_needs_the_given_age_well_outside_the_predicted_group():
     assert "8 years outside" in s.iloc[0]["reason"]
     # without ages the margin cannot be checked: both disagreements are reported
     assert sorted(noise.age_suspects(f, ages=None)["person"]) == ["far", "near"]
-    assert noise._nearest_age("22 (young)", "middle (30-59)", (30, 60)) == 30
-    assert noise._nearest_age("45 (middle)", "young (0-29)", (30, 60)) == 29
-    assert noise._nearest_age("59 (middle)", "old (60+)", (30, 58)) == 59
+    assert outputs._nearest_age("22 (young)", "middle (30-59)", (30, 60)) == 30
+    assert outputs._nearest_age("45 (middle)", "young (0-29)", (30, 60)) == 29
+    assert outputs._nearest_age("59 (middle)", "old (60+)", (30, 58)) == 59
 
 
 def test_swap_needs_both_photos_and_explains_them():
@@ -290,7 +291,7 @@ def simulate_oof(data_dir: Path, seed: int = 0, folds: int = 3) -> dict[str, pd.
         rows["mask"].append((*base, r.mask, *probs["mask"]))
         rows["gender"].append((*base, r.gender, *probs["gender"]))
         rows["age"].append((*base, age_group, *probs["age"]))
-    frames = {t: pd.DataFrame(v, columns=OOF_COLUMNS + noise.prob_columns(len(v[0]) - 5)) for t, v in rows.items()}
+    frames = {t: pd.DataFrame(v, columns=OOF_COLUMNS + prob_columns(len(v[0]) - 5)) for t, v in rows.items()}
     return frames
 
 
@@ -373,8 +374,8 @@ def test_a_multihead_experiment_reads_like_three_models(finder_run, synthetic, t
     keys = ["person", "image", "stem", "fold"]
     merged = frames["mask"][keys].copy()
     merged["label"] = class18(frames["mask"]["label"], frames["gender"]["label"], frames["age"]["label"])
-    probs = [frames[t][noise.prob_columns(k)].to_numpy() for t, k in (("mask", 3), ("gender", 2), ("age", 3))]
-    merged[noise.prob_columns(8)] = np.hstack(probs)
+    probs = [frames[t][prob_columns(k)].to_numpy() for t, k in (("mask", 3), ("gender", 2), ("age", 3))]
+    merged[prob_columns(8)] = np.hstack(probs)
     exp_dir = write_experiment(tmp_path / "runs", "mh", {"multihead": merged}, synthetic)
     rc, out, err = run_main("--exp", "mh", "--runs-dir", str(tmp_path / "runs"), "--top", "8", "--quiet")
     assert rc == 0, err

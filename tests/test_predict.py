@@ -11,9 +11,12 @@ import pytest
 import torch
 from conftest import offline_wandb_records, quick_cfg
 
+import inference.models
+import inference.predictor
 import predict
 import train
-from datamodules.dataset import read_rgb
+from datamodules.decode import read_rgb
+from datamodules.layout import read_eval
 from datamodules.transforms import geometry_only
 
 
@@ -48,11 +51,11 @@ def test_soft_ensemble_writes_a_complete_submission_in_info_order(experiment, sy
 
 def test_flip_tta_averages_the_plain_and_mirrored_views(experiment, synthetic):
     ckpt = experiment / "runs" / "e2e" / "gender" / "fold0" / "best.ckpt"
-    model = predict.load_model(ckpt, torch.device("cpu"))
-    frame = predict.read_eval(synthetic)
+    model = inference.models.load_model(ckpt, torch.device("cpu"))
+    frame = read_eval(synthetic)
     cfg = quick_cfg(synthetic, experiment, "loader.num_workers=0")
-    plain, flipped = predict.predict_group([model], frame, [False, True], cfg, synthetic)[0]
-    (only_plain,) = predict.predict_group([model], frame, [False], cfg, synthetic)[0]
+    plain, flipped = inference.predictor.predict_group([model], frame, [False, True], cfg, synthetic)[0]
+    (only_plain,) = inference.predictor.predict_group([model], frame, [False], cfg, synthetic)[0]
     assert np.array_equal(plain, only_plain)
     aug = model.cfg.augment
     with torch.no_grad():
@@ -61,7 +64,7 @@ def test_flip_tta_averages_the_plain_and_mirrored_views(experiment, synthetic):
         assert np.allclose(plain[0], model(img[None]).softmax(1).numpy()[0], atol=1e-5)
     assert np.allclose(flipped[0], expected, atol=1e-5)
     assert not np.allclose(plain, flipped)
-    out, _ = predict.predict_eval(cfg, experiment / "runs" / "e2e", None, "soft", "flip", ["0"])
+    out, _ = inference.predictor.predict_eval(cfg, experiment / "runs" / "e2e", None, "soft", "flip", ["0"])
     tta = out[["gender_0", "gender_1"]].to_numpy()
     assert np.allclose(tta, (plain + flipped) / 2, atol=1e-5)
 

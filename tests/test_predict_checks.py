@@ -17,10 +17,15 @@ import torch
 from conftest import make_layout, tiny_config
 from sklearn.metrics import accuracy_score, f1_score
 
+import inference.models
+import inference.oof
+import inference.predictor
+import inference.submission
 import predict
 import train
-from configs.config import TASK_NAMES
-from lightning_modules.scoring import read_oof, read_task_oof, score_oof
+from analysis.scoring import read_oof, read_task_oof, score_oof
+from core.tasks import TASK_NAMES
+from datamodules.layout import read_eval
 
 CUTS58 = "data.age_cuts=[30, 58]"
 HEAD_PROBS = {"mask": range(0, 3), "gender": range(3, 5), "age": range(5, 8)}  # a multihead oof.csv's heads
@@ -79,11 +84,11 @@ def one_error(capsys) -> str:
 
 def test_the_submission_uses_the_k_fold_models_unless_full_or_holdout_is_named(tiny):
     exp = tiny / "runs" / "base"
-    found = predict.find_checkpoints(exp, None)
+    found = inference.models.find_checkpoints(exp, None)
     assert {t: [p.parent.name for p in found[t]] for t in TASK_NAMES} == dict.fromkeys(TASK_NAMES, ["fold0", "fold1"])
-    named = predict.find_checkpoints(exp, predict.parse_folds("0,1,full"))
+    named = inference.models.find_checkpoints(exp, predict.parse_folds("0,1,full"))
     assert [p.parent.name for p in named["age"]] == ["fold0", "fold1", "foldfull"]
-    assert [p.parent.name for p in predict.find_checkpoints(exp, ["holdout"])["mask"]] == ["foldholdout"]
+    assert [p.parent.name for p in inference.models.find_checkpoints(exp, ["holdout"])["mask"]] == ["foldholdout"]
     default = tiny / "default.csv"
     assert predict.main(argv(tiny, "base", "--out", str(default))) == 0
     assert predict.main(argv(tiny, "base", "--folds", "0,1", "--out", str(tiny / "01.csv"))) == 0
@@ -200,9 +205,9 @@ def test_oof_with_flip_tta_repredicts_each_folds_validation_images(tiny, caplog)
     exp = tiny / "runs" / "base"
     cfg = cfg_for(tiny)
     files = read_oof(exp)
-    plain = predict.repredict_oof(cfg, exp, None, [False])
-    flipped = predict.repredict_oof(cfg, exp, None, [True])
-    both = predict.repredict_oof(cfg, exp, None, [False, True])
+    plain = inference.oof.repredict_oof(cfg, exp, None, [False])
+    flipped = inference.oof.repredict_oof(cfg, exp, None, [True])
+    both = inference.oof.repredict_oof(cfg, exp, None, [False, True])
     for task, n in (("mask", 3), ("gender", 2), ("age", 3)):
         columns = [f"prob_{k}" for k in range(n)]
         assert plain[task][["person", "stem", "label"]].equals(files[task][["person", "stem", "label"]])
@@ -273,9 +278,9 @@ def test_a_checkpoint_of_another_task_is_named_and_a_multihead_one_serves_its_fo
     shutil.rmtree(exp / "age" / "fold1")
     out = tiny / "swapped.csv"
     assert predict.main(argv(tiny, "swapped", "--ensemble", "none", "--folds", "0", "--out", str(out))) == 0
-    model = predict.load_model(exp / "age" / "fold0" / "best.ckpt", torch.device("cpu"))
-    frame = predict.read_eval(tiny / "data")
-    age = predict.predict_group([model], frame, [False, True], cfg_for(tiny), tiny / "data")[0]
+    model = inference.models.load_model(exp / "age" / "fold0" / "best.ckpt", torch.device("cpu"))
+    frame = read_eval(tiny / "data")
+    age = inference.predictor.predict_group([model], frame, [False, True], cfg_for(tiny), tiny / "data")[0]
     expected = np.mean(age, axis=0)[:, model.head_slices()["age"]]
     probs = pd.read_csv(out.with_name("swapped_probs.csv"))
     assert np.allclose(probs[["age_0", "age_1", "age_2"]].to_numpy(), expected, atol=1e-5)
@@ -286,7 +291,7 @@ def test_a_checkpoint_of_another_task_is_named_and_a_multihead_one_serves_its_fo
 
 def test_bad_options_stop_before_any_prediction(tiny, capsys, monkeypatch):
     called = []
-    monkeypatch.setattr(predict, "predict_eval", lambda *a, **k: called.append(a))
+    monkeypatch.setattr(inference.submission, "predict_eval", lambda *a, **k: called.append(a))
     assert predict.main(argv(tiny, "base", "--out", str(tiny))) == 2
     assert str(tiny) in one_error(capsys)
     for option, value in (("--batch-size", "-1"), ("--batch-size", "0"), ("--workers", "-2")):

@@ -1,6 +1,6 @@
 import pytest
 
-from datamodules.errors import DataError
+from core.errors import DataError
 from datamodules.layout import read_train
 from datamodules.relabel import apply_relabel, apply_relabels, resolve_relabel_path
 

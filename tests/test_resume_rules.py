@@ -19,7 +19,8 @@ from conftest import quick_cfg, tiny_argv
 
 import train as train_cli
 from lightning_modules.task_module import TaskModule
-from rundir.claim import REPLACED, claim_run_dir, settle_replaced
+from rundir.claim import claim_run_dir, settle_replaced
+from rundir.layout import REPLACED
 from rundir.lock import RunLock
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,15 +36,16 @@ def test_best_scores_carry_on_after_resume(synthetic, tmp_path, monkeypatch):
     out = train_cli.train(cfg, "age", 0)
     first = _metrics(out).iloc[0]
     # the resumed epoch validates worse than the first (every image called 60+), so the best must stay the first's
-    forward = TaskModule.forward
+    head_logits = TaskModule.head_logits
 
     def worse_in_validation(self, images):
-        logits = forward(self, images)
+        logits = head_logits(self, images)
         if self.training:
             return logits
-        return torch.zeros_like(logits) + torch.tensor([0.0, 0.0, 1.0], device=logits.device)
+        worst = torch.tensor([0.0, 0.0, 1.0], device=self.device)
+        return {name: torch.zeros_like(x) + worst for name, x in logits.items()}
 
-    monkeypatch.setattr(TaskModule, "forward", worse_in_validation)
+    monkeypatch.setattr(TaskModule, "head_logits", worse_in_validation)
     cfg.trainer.max_epochs = 2
     train_cli.train(cfg, "age", 0, resume=True)
     second = _metrics(out).iloc[1]

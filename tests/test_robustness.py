@@ -10,14 +10,18 @@ import signal
 
 import numpy as np
 import pytest
+import torch
 from conftest import tiny_argv, tiny_config
 from PIL import Image
 
-import predict
+import inference.models
+import inference.predictor
 import train as train_cli
-from datamodules import atomic
-from datamodules.dataset import ImageDataset, read_rgb
-from datamodules.errors import DataError
+from core import atomic
+from core.errors import DataError
+from datamodules.dataset import ImageDataset
+from datamodules.decode import read_rgb
+from datamodules.layout import read_eval
 from datamodules.prepare import prepare
 
 SETTINGS = ["model.backbone=test_resnet", "trainer.max_epochs=1", "trainer.progress_bar=false"]
@@ -144,12 +148,12 @@ def test_a_dataloader_worker_that_dies_names_its_file(layout, tmp_path, monkeypa
 def test_a_prediction_worker_that_dies_names_its_file(layout, tmp_path, monkeypatch):
     cfg = tiny_config(layout, tmp_path / "cache", *SETTINGS, f"runs_dir={tmp_path / 'runs'}", "exp=p")
     train_cli.train(cfg, "gender", 0)
-    model = predict.load_model(tmp_path / "runs" / "p" / "gender" / "fold0" / "best.ckpt", predict.torch.device("cpu"))
-    frame = predict.read_eval(layout)
+    model = inference.models.load_model(tmp_path / "runs" / "p" / "gender" / "fold0" / "best.ckpt", torch.device("cpu"))
+    frame = read_eval(layout)
     monkeypatch.setattr(ImageDataset, "load", _killer(frame["file"][3]))
     cfg.loader.num_workers = 1
     with pytest.raises(DataError, match="worker died while reading") as err:
-        predict.predict_group([model], frame, [False], cfg, layout)
+        inference.predictor.predict_group([model], frame, [False], cfg, layout)
     assert frame["file"][3] in str(err.value)
 
 

@@ -21,10 +21,10 @@ from conftest import quick_cfg, tiny_argv, tiny_config
 import predict
 import train as train_cli
 from callbacks import checkpoints
+from core.errors import RESUME, run_cli
 from datamodules import cache as image_cache
 from datamodules import dataset as dataset_module
 from datamodules.datamodule import MaskDataModule
-from datamodules.errors import RESUME, run_cli
 from datamodules.prepare import prepare
 from lightning_modules.optim import accumulation
 

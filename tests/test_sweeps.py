@@ -14,8 +14,8 @@ from wandb.sdk.launch.sweeps import utils as sweep_utils
 
 import train
 from configs.config import load_config
+from core.tasks import TASKS
 from datamodules.datamodule import parse_fold
-from datamodules.labels import TASKS
 from lightning_modules.losses import build_loss
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,7 +94,7 @@ def test_sweep_file_is_well_formed(path):
     assert sweep["method"] in METHODS
     # scored at the competition's age cuts, whatever cuts a trial trains with
     assert sweep["metric"] == {"name": "val/f1_competition_best", "goal": "maximize"}
-    module = (ROOT / "lightning_modules" / "task_module.py").read_text()
+    module = (ROOT / "lightning_modules" / "base.py").read_text()
     assert '"val/f1_competition_best"' in module, "the sweep's metric is no longer logged by the model"
     assert sweep["parameters"]
     for name, spec in sweep["parameters"].items():

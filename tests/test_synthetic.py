@@ -8,8 +8,11 @@ import pandas as pd
 import pytest
 from PIL import Image, UnidentifiedImageError
 
-from datamodules import synthetic
-from datamodules.synthetic import MASK_LABEL, MASK_STEMS, age_group, generate, main, sample_people, write_preview
+from core.tasks import MASK_FILES, age_group
+from synthetic import femaleness, generate, sample_people, write_preview
+from synthetic.__main__ import main
+from synthetic.drawing import _identity
+from synthetic.people import GENDER_AMBIGUITY, GENDER_AMBIGUOUS_P, MASK_STEMS
 
 SIZE = (48, 64)
 
@@ -108,7 +111,7 @@ def test_disputed_people_are_listed(data):
     disputed = pd.read_csv(data / "truth" / "disputed.csv", dtype=str, keep_default_na=False)
     assert list(disputed.columns) == ["path", "kind", "given", "true", "femaleness"]
     assert len(disputed) > 0 and (disputed["kind"] == "gender").all() and disputed["path"].isin(train.index).all()
-    lo, hi = synthetic.GENDER_AMBIGUITY
+    lo, hi = GENDER_AMBIGUITY
     assert disputed["femaleness"].astype(float).between(lo, hi).all()
     for row in disputed.itertuples():
         assert train.loc[row.path, "gender"] == row.given
@@ -117,19 +120,19 @@ def test_disputed_people_are_listed(data):
 
 def test_femaleness_is_the_label_except_for_the_ambiguous_share():
     female = np.arange(20_000) % 3 == 0
-    f = synthetic.femaleness(np.random.default_rng(0), female)
+    f = femaleness(np.random.default_rng(0), female)
     ambiguous = (f > 0) & (f < 1)
-    assert ambiguous.sum() == round(synthetic.GENDER_AMBIGUOUS_P * len(female))
-    assert round(synthetic.GENDER_AMBIGUOUS_P * 2700) == 14  # the real data's 14 disputed labels
+    assert ambiguous.sum() == round(GENDER_AMBIGUOUS_P * len(female))
+    assert round(GENDER_AMBIGUOUS_P * 2700) == 14  # the real data's 14 disputed labels
     assert (f[~ambiguous] == female[~ambiguous]).all()
-    lo, hi = synthetic.GENDER_AMBIGUITY
+    lo, hi = GENDER_AMBIGUITY
     assert (f[ambiguous] >= lo).all() and (f[ambiguous] <= hi).all()
 
 
 def test_ambiguous_cues_sit_between_the_genders_and_look_alike():
     def cues(f: float) -> pd.DataFrame:
         rng = np.random.default_rng(1)
-        ids = [synthetic._identity(rng, f, 30) for _ in range(400)]
+        ids = [_identity(rng, f, 30) for _ in range(400)]
         return pd.DataFrame(
             {
                 "hair_len": [i["hair_len"] for i in ids],
@@ -230,4 +233,4 @@ def test_cli_generates_and_previews(tmp_path):
 
 
 def test_mask_labels():
-    assert [MASK_LABEL[s] for s in MASK_STEMS] == [0, 0, 0, 0, 0, 1, 2]
+    assert [MASK_FILES[s] for s in MASK_STEMS] == [0, 0, 0, 0, 0, 1, 2]

@@ -110,7 +110,7 @@ def test_accumulation_reaches_the_effective_batch():
 
 
 def test_validation_is_also_scored_at_the_competitions_age_cuts(synthetic, tmp_path):
-    from datamodules.labels import age_group
+    from core.tasks import age_group
 
     cfg = quick_cfg(synthetic, tmp_path, "trainer.max_epochs=1", "data.age_cuts=[30, 58]")
     out = train_cli.train(cfg, "age", 0)

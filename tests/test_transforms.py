@@ -7,9 +7,9 @@ from datamodules.transforms import (
     eval_augment,
     geometry_only,
     mean_fill,
-    normalize,
     train_augment,
 )
+from lightning_modules.base import normalize
 
 
 def _image(seed=0):

@@ -10,23 +10,25 @@ import pandas as pd
 import yaml
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-from configs.config import MULTIHEAD, TASK_NAMES
-from datamodules.errors import DataError
-from datamodules.labels import COMPETITION_AGE_CUTS, NUM_CLASSES, TASKS, age_group, class18, split_class18
+from core.errors import DataError
+from core.tasks import (
+    COMPETITION_AGE_CUTS,
+    MULTIHEAD,
+    NUM_CLASSES,
+    TASK_NAMES,
+    TASKS,
+    age_group,
+    class18,
+    class_name,
+    split_class18,
+)
 from lightning_modules.ensemble import combine_heads
+from rundir.layout import AGE, CONFIG, HEAD_COLUMNS, KEY, OOF, OOF_COLUMNS, prob_columns, task_run_files
 
-KEY = ["person", "stem"]
-OOF_COLUMNS = ["person", "image", "stem", "fold", "label"]  # an oof.csv's columns, then age, then prob_0 ...
-AGE = "age"  # the person's raw age, for the competition's age groups (older oof.csv files lack it)
-NAMED_FOLDS = ("holdout", "full")  # the 80/20 holdout and all data: used only when asked for by name
 RERUN_FOR_AGE = (
     "their oof.csv files predate the raw age column: retrain those folds (python train.py ... --overwrite) to "
     "score at the competition's age cuts"
 )
-
-
-def prob_columns(num_classes: int) -> list[str]:
-    return [f"prob_{k}" for k in range(num_classes)]
 
 
 def _macro_f1(y_true, y_pred, n: int) -> float:
@@ -40,9 +42,6 @@ def class_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "class_f1": [round(float(v), 4) for v in per_class],
     }
-
-
-HEAD_COLUMNS = {"mask": range(0, 3), "gender": range(3, 5), "age": range(5, 8)}  # a multihead oof.csv's heads
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -93,24 +92,10 @@ def _multihead_rows(path: Path, task: str) -> pd.DataFrame:
     return out
 
 
-def fold_dirs(task_dir: Path, folds: list[str] | None = None) -> list[Path]:
-    """The run folders ``<task>/fold<k>/`` that ``folds`` names (``["0", "1", "full"]``), in that order; by
-    default the k-fold runs only (``fold0`` .. ``fold<k-1>``, numerically): ``foldfull`` (all data) and
-    ``foldholdout`` (the 80/20 holdout) overlap them, so they are used only when named."""
-    if folds is not None:
-        return [task_dir / f"fold{name}" for name in folds if (task_dir / f"fold{name}").is_dir()]
-    numeric = [d for d in task_dir.glob("fold*") if d.is_dir() and d.name.removeprefix("fold").isdigit()]
-    return sorted(numeric, key=lambda d: int(d.name.removeprefix("fold")))
-
-
 def task_oof_files(exp_dir: Path, task: str, folds: list[str] | None = None) -> tuple[list[Path], bool]:
-    """The ``oof.csv`` files that hold ``task``'s out-of-fold predictions for ``folds`` (see :func:`fold_dirs`):
-    its own model's, else a multihead model's (then True)."""
-    for owner in (task, MULTIHEAD):
-        files = [d / "oof.csv" for d in fold_dirs(exp_dir / owner, folds) if (d / "oof.csv").is_file()]
-        if files:
-            return files, owner == MULTIHEAD
-    return [], False
+    """The ``oof.csv`` files that hold ``task``'s out-of-fold predictions for ``folds`` (see
+    ``rundir.layout.fold_dirs``): its own model's, else a multihead model's (then True)."""
+    return task_run_files(exp_dir, task, OOF, folds)
 
 
 def read_oof_file(path: Path, task: str, multihead: bool) -> pd.DataFrame:
@@ -136,7 +121,7 @@ def join_oof(parts: dict[Path, pd.DataFrame], task: str) -> pd.DataFrame:
 
 
 def read_task_oof(exp_dir: Path, task: str, folds: list[str] | None = None) -> pd.DataFrame | None:
-    """``task``'s out-of-fold predictions over ``folds`` (default: the k-fold runs; see :func:`fold_dirs`):
+    """``task``'s out-of-fold predictions over ``folds`` (default: the k-fold runs; see ``rundir.layout.fold_dirs``):
     person, image, stem, fold, label, age (when the files have it), prob_k; from its own model's
     ``<task>/fold<k>/oof.csv``, else from a ``multihead/fold<k>/oof.csv`` (whose label is the 18-class one and
     whose probability columns hold every head side by side). None when neither exists. A malformed file is an
@@ -173,7 +158,7 @@ def oof_age_cuts(exp_dir: Path, folds: list[str] | None = None) -> tuple[int, in
     files, _ = task_oof_files(exp_dir, "age", folds)
     found: dict[Path, tuple[int, int]] = {}
     for f in files:
-        path = f.parent / "config.yaml"
+        path = f.parent / CONFIG
         cuts = COMPETITION_AGE_CUTS
         if path.is_file():
             try:
@@ -260,11 +245,6 @@ def score_predictions(pred: pd.DataFrame, truth: pd.DataFrame) -> dict:
     if len(merged) != len(pred):
         raise DataError(f"the truth file covers {len(merged)} of {len(pred)} predicted images")
     return class_scores(merged["ans_true"].to_numpy(), merged["ans"].to_numpy())
-
-
-def class_name(c: int) -> str:
-    """``"8 Im2"``: class 8 is mask Incorrect, male, age group 2."""
-    return f"{c} {'WIN'[c // 6]}{'mf'[(c // 3) % 2]}{c % 3}"
 
 
 def plot_confusion(truth: np.ndarray, pred: np.ndarray, path: Path, title: str) -> None:

@@ -20,9 +20,14 @@ class DataError(ValueError):
     """A mistake in the user's data. Command-line tools print it without a traceback."""
 
 
+class ConfigError(ValueError):
+    """A configuration mistake: an unknown key, a bad value or a missing file."""
+
+
 class RunError(RuntimeError):
-    """A run that cannot go ahead as asked (another process holds it, its checkpoint does not fit the asked
-    settings, ...). Command-line tools print it without a traceback."""
+    """A run that cannot go ahead or did not finish as asked (another process holds it, its checkpoint does not
+    fit the asked settings, its directory cannot be written, a job failed). Command-line tools print it without
+    a traceback."""
 
 
 def raise_collected(problems: list[str], what: str) -> None:
@@ -81,8 +86,6 @@ def run_cli(work: Callable[[], object], debug: bool = False, rerun: str = RESUME
     """Run a command's work: a config, data or run mistake prints one ``error:`` line and returns 2 (with
     ``debug``, the traceback instead); a write that fails part-way (full disk, no permission) returns 3 with
     what to do, ``rerun`` saying how to continue afterwards; Ctrl-C returns 130; success returns 0."""
-    from configs.config import ConfigError
-
     try:
         work()
     except (ConfigError, DataError, RunError) as exc:

@@ -1,0 +1,170 @@
+"""What the noise finder writes besides suspects.csv: the draft corrections file, the contact sheet of the
+top suspects, and the W&B table."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image, ImageDraw, ImageFont
+from tqdm.auto import tqdm
+
+from analysis.noise.rules import group_range
+from analysis.noise.suspects import SUSPECT_COLUMNS, image_stem
+from callbacks.wandb_run import init_run
+from core.tasks import TASKS
+from datamodules.relabel import apply_relabels
+from rundir.layout import NOISE, exp_dir
+
+log = logging.getLogger("noise")
+
+SUSPECTS_NAME = "suspects.csv"
+DRAFT_NAME = "corrections-draft.yaml"
+SHEET_NAME = "suspects.png"
+COMMAND = "python -m analysis.noise"
+
+
+def _nearest_age(given_text: str, predicted_text: str, cuts: tuple[int, int]) -> int | None:
+    """The age in the predicted group nearest the given age (None when the given age is unknown)."""
+    try:
+        age = int(given_text.split(" ")[0])
+    except ValueError:
+        return None
+    group = TASKS["age"].classes.index(predicted_text.split(" ")[0])
+    lo, hi = group_range(group, cuts)
+    return int(min(max(age, lo), hi))
+
+
+def draft_corrections(
+    suspects: pd.DataFrame, exp: str, cuts: tuple[int, int], relabel: Sequence[str] = (), draft_path: str = ""
+) -> str:
+    """The suspects as a corrections file (datamodules/relabel.py's format), one comment of evidence each."""
+    q = json.dumps  # a JSON string is a valid double-quoted YAML string
+    path = draft_path or str(exp_dir("runs", exp) / NOISE / DRAFT_NAME)
+    files = ", ".join([*relabel, path])
+    lines = [
+        f"# Draft corrections for experiment {exp!r}, from the noise finder ({COMMAND}) on",
+        f"# {date.today().isoformat()}: {len(suspects)} suspects with confidence >= the finder's threshold.",
+        "# REVIEW BEFORE USE: look at suspects.png and suspects.csv beside this file, delete every entry you",
+        "# do not agree with and check each suggested age (the models only tell the age group). Then train with:",
+        f"#   python train.py --exp {exp}-clean --set 'data.relabel=[{files}]'",
+        "# (keep the corrections files the experiment already used first in the list). Format: datamodules/relabel.py.",
+    ]
+    sections: dict[str, list[str]] = {"gender": [], "age": [], "swap_incorrect_normal": [], "exclude_images": []}
+    for r in suspects.itertuples(index=False):
+        note = f"  # {r.confidence:.3f}: {r.reason}"
+        if r.kind == "gender":
+            sections["gender"].append(f"  {q(r.person)}: {r.predicted}{note}")
+        elif r.kind == "age":
+            age = _nearest_age(r.given, r.predicted, cuts)
+            if age is None:
+                sections["age"].append(f"  # {q(r.person)}: AGE  {note.strip()} (given age unknown: fill in)")
+            else:
+                sections["age"].append(f"  {q(r.person)}: {age}{note}; nearest age in {r.predicted}")
+        elif r.kind == "mask_swap":
+            sections["swap_incorrect_normal"].append(f"  - {q(r.person)}{note}")
+        elif r.kind == "outlier":
+            ref = f"{r.person}/{image_stem(r.image)}"
+            sections["exclude_images"].append(f"  - {q(ref)}{note}")
+            if r.task == "mask":
+                pred = r.predicted.split(",")[0].strip()
+                sections["exclude_images"].append(f"    # or keep it relabelled: mask: {{{q(ref)}: {pred}}}")
+    for name, entries in sections.items():
+        real = [e for e in entries if not e.lstrip().startswith("#")]
+        lines.append("")
+        if not real:
+            lines.append(f"{name}: {'{}' if name in ('gender', 'age') else '[]'}")
+            lines.extend(entries)
+        else:
+            lines.append(f"{name}:")
+            lines.extend(entries)
+    return "\n".join(lines) + "\n"
+
+
+def check_draft(path: Path, images: pd.DataFrame) -> pd.DataFrame:
+    """Apply the draft with datamodules.relabel (raises DataError if it does not fit); return the changes."""
+    _, changes = apply_relabels(images, [str(path)])
+    return changes
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def _suspect_photos(row, files: dict) -> list[tuple[str, str]]:
+    """(label, path) of the photos to show for one suspect."""
+    if row.kind in ("gender", "age"):
+        stems = ["normal", "mask1", "incorrect_mask"]
+    else:  # the suspect photo(s) first; an outlier beside two of the person's other photos
+        stems = [image_stem(i) for i in str(row.image).split(";") if i]
+        if row.kind == "outlier":
+            stems += [s for s in ("normal", "mask1", "mask2") if s not in stems][:2]
+    return [(s, files[(row.person, s)]) for s in stems if (row.person, s) in files]
+
+
+def suspect_cell(row, files: dict, thumb_w: int = 96) -> Image.Image:
+    """One suspect: its photos side by side (the suspect photo first) and three lines of caption."""
+    photos = _suspect_photos(row, files)[:3]
+    thumb_h = round(thumb_w * 4 / 3)
+    cap_h, font = 46, _font(11)
+    cell = Image.new("RGB", (3 * thumb_w, thumb_h + cap_h), "white")
+    draw = ImageDraw.Draw(cell)
+    for i, (stem, path) in enumerate(photos):
+        try:
+            with Image.open(path) as im:
+                cell.paste(im.convert("RGB").resize((thumb_w - 2, thumb_h - 14)), (i * thumb_w + 1, 13))
+        except OSError:
+            continue
+        suspect = (row.kind == "outlier" and i == 0) or row.kind == "mask_swap"
+        colour = "red" if suspect else "black"
+        draw.text((i * thumb_w + 2, 0), stem, fill=colour, font=font)
+    text = f"{row.kind} {row.confidence:.3f}  {row.person}\ngiven: {row.given}\npredicted: {row.predicted}"
+    draw.multiline_text((2, thumb_h + 1), text, fill="black", font=font, spacing=2)
+    return cell
+
+
+def contact_sheet(
+    suspects: pd.DataFrame, files: dict, out_png: Path, columns: int = 4, progress: bool = True
+) -> Path | None:
+    """The suspects' cells in a grid, most suspicious first; None when there is nothing to draw."""
+    if suspects.empty or not files:
+        return None
+    rows = list(suspects.itertuples(index=False))
+    cells = [suspect_cell(r, files) for r in tqdm(rows, desc="contact sheet", leave=False, disable=not progress)]
+    w, h = cells[0].size
+    n_rows = (len(cells) + columns - 1) // columns
+    sheet = Image.new("RGB", (min(columns, len(cells)) * (w + 6), n_rows * (h + 6)), (200, 200, 200))
+    for i, cell in enumerate(cells):
+        sheet.paste(cell, ((i % columns) * (w + 6) + 3, (i // columns) * (h + 6) + 3))
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out_png)
+    return out_png
+
+
+def log_wandb(
+    cfg, mode: str, suspects: pd.DataFrame, files: dict, sheet: Path | None, summary: dict, progress: bool = True
+) -> None:
+    """The top suspects as a W&B table with their photos (run group ``<exp>-noise``); never raises."""
+    try:
+        import wandb  # here, not at the top: slow to import, and only needed when W&B is on
+
+        run = init_run(cfg, mode, group=f"{cfg.exp}-noise", name="noise-finder", job_type="noise", config=summary)
+        table = wandb.Table(columns=["rank", "photos", *SUSPECT_COLUMNS])
+        rows = list(suspects.itertuples(index=False))
+        for rank, row in enumerate(tqdm(rows, desc="W&B table", leave=False, disable=not progress), 1):
+            image = wandb.Image(suspect_cell(row, files)) if files else None
+            table.add_data(rank, image, *[getattr(row, c) for c in SUSPECT_COLUMNS])
+        media = {"noise/suspects": table, **{f"noise/{k}": v for k, v in summary.get("counts", {}).items()}}
+        if sheet is not None:
+            media["noise/contact_sheet"] = wandb.Image(str(sheet))
+        run.log(media)
+        run.finish()
+    except Exception as exc:  # W&B must never stop the report
+        log.warning("the suspects were not logged to W&B: %s", exc)

@@ -1,0 +1,105 @@
+"""The trained models an experiment's prediction uses: finding each task's checkpoints in the run layout,
+loading them safely on the inference device, and checking they can be merged (one preprocessing per group,
+one set of age cuts)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from configs.config import Config
+from core.errors import DataError
+from core.tasks import COMPETITION_AGE_CUTS, MULTIHEAD, TASK_NAMES
+from lightning_modules.base import ClassifierModule
+from lightning_modules.checkpoint import model_from_checkpoint
+from rundir.layout import BEST_CKPT, fold_dirs, run_place
+
+log = logging.getLogger("predict")
+CHECKPOINT = BEST_CKPT
+
+
+def find_checkpoints(exp_dir: Path, folds: list[str] | None) -> dict[str, list[Path]]:
+    """``task -> [fold checkpoints]`` of ``folds`` (default: the k-fold runs, not ``full`` or ``holdout``); an
+    error naming each task that has none."""
+
+    def checkpoints(owner: str) -> list[Path]:
+        return [d / CHECKPOINT for d in fold_dirs(exp_dir / owner, folds) if (d / CHECKPOINT).is_file()]
+
+    found = {}
+    shared = checkpoints(MULTIHEAD)  # a multihead model serves every task
+    for task in TASK_NAMES:
+        found[task] = checkpoints(task) + shared
+    missing = [t for t, c in found.items() if not c]
+    if missing:
+        wanted = f" for folds {','.join(folds)}" if folds else ""
+        raise DataError(
+            f"no {CHECKPOINT} for task(s) {', '.join(missing)}{wanted} under {exp_dir}: "
+            f"train them first, e.g. python train.py --task {missing[0]} --exp {exp_dir.name}"
+        )
+    return found
+
+
+def retrain_hint(path: Path) -> str:
+    """What to do about the bad checkpoint ``runs/<exp>/<task>/fold<k>/best.ckpt``."""
+    run = run_place(path)
+    return (
+        f"retrain that fold (python train.py --task {run.task} --fold {run.fold} --exp {run.exp} --overwrite) or "
+        "leave it out with --folds"
+    )
+
+
+def folder_tasks(path: Path) -> list[str]:
+    """The tasks a checkpoint serves by where it sits: its task folder's, or every task in ``multihead/``."""
+    folder = run_place(path).task
+    return list(TASK_NAMES) if folder == MULTIHEAD else [folder] if folder in TASK_NAMES else []
+
+
+def load_model(path: Path, device: torch.device) -> ClassifierModule:
+    """The model saved at ``path``, safely loaded (its class from its own saved settings), on ``device``; a
+    DataError naming the file when it is not a readable checkpoint or has no head for the task(s) of the folder
+    it sits in (a gender model in ``age/fold0``). A multihead model in a task's folder serves that task."""
+    hint = retrain_hint(path)
+    model = model_from_checkpoint(path, hint)
+    missing = [t for t in folder_tasks(path) if t not in model.head_slices()]
+    if missing:
+        raise DataError(f"{path} holds a {model.task.name} model, not a model of {' and '.join(missing)}; {hint}")
+    model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def inference_device(cfg: Config) -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() and cfg.trainer.accelerator != "cpu" else "cpu")
+
+
+def preprocessing_key(model: ClassifierModule) -> str:
+    """Models with the same key are fed the very same tensors (one decode for all of them)."""
+    aug = model.cfg.augment
+    return json.dumps([aug.resize_height, aug.resize_width, aug.crop, model.hparams.mean, model.hparams.std])
+
+
+def check_compatible(models: dict[Path, ClassifierModule], age_paths: list[Path] | None = None) -> tuple[int, int]:
+    """The age cuts of the models that serve the age task (``age_paths``; default: every model with an age
+    head), which one submission needs them to share; an error listing them otherwise."""
+    paths = [p for p, m in models.items() if "age" in m.head_slices()] if age_paths is None else age_paths
+    age = {p: tuple(models[p].cfg.data.age_cuts) for p in paths}
+    if len(set(age.values())) > 1:
+        listing = "; ".join(f"{p}: {list(c)}" for p, c in age.items())
+        raise DataError(f"the age checkpoints were trained with different age cuts ({listing}): pass --folds")
+    return next(iter(age.values()), COMPETITION_AGE_CUTS)
+
+
+def age_cuts_note(cuts: tuple[int, int]) -> str | None:
+    """The line to log when the age models' groups are not the competition's, which they are submitted as."""
+    if tuple(cuts) == COMPETITION_AGE_CUTS:
+        return None
+    young, old = COMPETITION_AGE_CUTS
+    return (
+        f"the age models were trained with data.age_cuts={list(cuts)}: their groups <{cuts[0]}, "
+        f"{cuts[0]}-{cuts[1] - 1} and {cuts[1]}+ are submitted as the competition's <{young}, {young}-{old - 1} "
+        f"and {old}+ (their group 2 as {old}+)"
+    )

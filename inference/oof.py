@@ -1,0 +1,161 @@
+"""The out-of-fold estimate of the submission: each fold's validation images re-predicted by its models in
+the submission's test-time views (or the saved ``oof.csv`` files as they are), scored, written and logged."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.scoring import (
+    join_oof,
+    no_oof_error,
+    oof_age_cuts,
+    read_oof_file,
+    score_frames,
+    score_oof,
+    task_oof_files,
+)
+from callbacks.wandb_run import log_report
+from configs.config import Config
+from core.atomic import write_text_atomic
+from core.errors import ConfigError, DataError
+from core.tasks import TASK_NAMES, TASKS
+from datamodules.prepare import PreparedData, prepare
+from inference.models import CHECKPOINT, inference_device, load_model, preprocessing_key
+from inference.predictor import TTA_VIEWS, predict_images
+from rundir.layout import FULL, KEY, OOF_CONFUSION, OOF_SCORES, prob_columns
+
+log = logging.getLogger("predict")
+
+
+def data_config(model_cfg: Config, data_dir: str | Path | None) -> Config:
+    """A checkpoint's own config (its data, corrections and preprocessing), pointed at ``data_dir`` if given."""
+    cfg = copy.deepcopy(model_cfg)
+    if data_dir is not None:
+        cfg.data.dir = str(data_dir)
+    return cfg
+
+
+def predict_fold(
+    cfg: Config,
+    sources: dict[str, Path],
+    rows: dict[str, pd.DataFrame],
+    views: list[bool],
+    data_dir: str | None,
+    prepared: dict[str, PreparedData],
+) -> dict[str, np.ndarray]:
+    """``task -> probabilities`` over ``rows[task]`` (one fold's OOF rows, from ``sources[task]``), predicted
+    anew by the ``best.ckpt`` beside each source and averaged over ``views``. The fold's models share its
+    validation images, so each batch is read once (from the training images' cache, at the models' own
+    preprocessing) and fed to all of them. ``prepared`` keeps each data set read, across folds."""
+    device = inference_device(cfg)
+    ckpts = {task: source.parent / CHECKPOINT for task, source in sources.items()}
+    models = {p: load_model(p, device) for p in dict.fromkeys(ckpts.values())}
+    keys = pd.concat([r[KEY] for r in rows.values()]).drop_duplicates().reset_index(drop=True)
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for path, model in models.items():
+        groups[preprocessing_key(model)].append(path)
+    per_model: dict[Path, np.ndarray] = {}
+    for key, paths in groups.items():
+        data_cfg = data_config(models[paths[0]].cfg, data_dir)
+        data_key = json.dumps([key, data_cfg.to_dict()["data"]], sort_keys=True)
+        if data_key not in prepared:
+            prepared[data_key] = prepare(data_cfg, progress=cfg.trainer.progress_bar)
+        data = prepared[data_key]
+        table = keys.merge(data.images[[*KEY, "file"]], on=KEY, how="left")
+        if table["file"].isna().any():
+            person, stem = table.loc[table["file"].isna(), KEY].iloc[0]
+            raise DataError(
+                f"{next(iter(sources.values())).parent}: {int(table['file'].isna().sum())} out-of-fold image(s), e.g. "
+                f"{person}/{stem}, are not in the data at {data.data_dir}: pass the data the models were trained on "
+                "with --data-dir"
+            )
+        probs = predict_images([models[p] for p in paths], table["file"].tolist(), views, cfg, data.train_cache)
+        per_model.update({p: np.mean(v, axis=0) for p, v in zip(paths, probs, strict=True)})
+    index = pd.MultiIndex.from_frame(keys)
+    return {
+        task: per_model[ckpts[task]][index.get_indexer(pd.MultiIndex.from_frame(r[KEY]))][
+            :, models[ckpts[task]].head_slices()[task]
+        ]
+        for task, r in rows.items()
+    }
+
+
+def repredict_oof(
+    cfg: Config, exp_dir: Path, folds: list[str] | None, views: list[bool], data_dir: str | None = None
+) -> dict[str, pd.DataFrame]:
+    """Each task's out-of-fold rows of ``folds`` (default: the k-fold runs), their probabilities predicted anew
+    by each fold's ``best.ckpt`` in ``views``, averaged, as the submission predicts eval/: so that the OOF
+    score estimates the submission's. Labels and ages stay those of the oof.csv files."""
+    sources = {task: task_oof_files(exp_dir, task, folds) for task in TASK_NAMES}
+    by_fold: dict[str, dict[str, Path]] = defaultdict(dict)  # fold folder -> task -> its oof.csv
+    for task, (files, _) in sources.items():
+        if not files:
+            raise no_oof_error(exp_dir, task, folds)
+        for f in files:
+            by_fold[f.parent.name][task] = f
+    parts: dict[str, dict[Path, pd.DataFrame]] = {task: {} for task in TASK_NAMES}
+    prepared: dict[str, PreparedData] = {}
+    for fold, files in by_fold.items():
+        rows = {task: read_oof_file(f, task, sources[task][1]) for task, f in files.items()}
+        probs = predict_fold(cfg, files, rows, views, data_dir, prepared)
+        for task, frame in rows.items():
+            frame[prob_columns(TASKS[task].num_classes)] = probs[task]
+            parts[task][files[task]] = frame
+        log.info("re-predicted %s: %s, %d view(s)", fold, ", ".join(files), len(views))
+    return {task: join_oof(p, task) for task, p in parts.items()}
+
+
+def print_oof(report: dict) -> None:
+    """The OOF scores, and the competition-cut ones too when the age models' cuts are not the competition's."""
+    print(
+        f"out-of-fold (TTA {report['tta']}): 18-class macro F1 {report['f1']:.4f}, accuracy {report['accuracy']:.4f} "
+        f"over {report['images']} images; per-task F1 {report['task_f1']}"
+    )
+    competition = report["competition"]
+    if report["age_cuts"] == competition["age_cuts"]:
+        return
+    cuts = "/".join(str(c) for c in competition["age_cuts"])
+    own = "/".join(str(c) for c in report["age_cuts"])
+    if competition["f1"] is None:
+        print(f"at the competition's age cuts {cuts} (the models': {own}): no score, {competition['note']}")
+        return
+    print(
+        f"at the competition's age cuts {cuts} (the models': {own}; what the leaderboard measures): 18-class "
+        f"macro F1 {competition['f1']:.4f}, accuracy {competition['accuracy']:.4f}; per-task F1 "
+        f"{competition['task_f1']}"
+    )
+
+
+def write_oof_report(
+    cfg: Config, exp_dir: Path, folds: list[str] | None = None, tta: str = "none", data_dir: str | None = None
+) -> dict:
+    """Score the out-of-fold predictions of ``folds`` (default: the k-fold runs); write oof_scores.json (which
+    says the TTA used) and oof_confusion.png, and log them to W&B when it is on. ``tta="none"`` reads the
+    oof.csv files; ``"flip"`` re-predicts each fold's validation images with its best.ckpt in both views (from
+    the data at ``data_dir``, default the checkpoints' data.dir), as the submission predicts eval/."""
+    if folds and FULL in folds:
+        raise ConfigError(
+            "--oof with --folds naming full: the full run trains on every image and has no out-of-fold predictions; "
+            "leave full out of --folds"
+        )
+    png = exp_dir / OOF_CONFUSION
+    if tta == "none":
+        report = score_oof(exp_dir, png, folds)
+    else:
+        frames = repredict_oof(cfg, exp_dir, folds, TTA_VIEWS[tta], data_dir)
+        report = score_frames(frames, oof_age_cuts(exp_dir, folds), png, str(exp_dir))
+    report = {"tta": tta, **report}
+    write_text_atomic(exp_dir / OOF_SCORES, json.dumps(report, indent=2))
+    competition = {f"competition/{k}": report["competition"].get(k) for k in ("f1", "accuracy")}
+    logged = {**report, **{k: v for k, v in competition.items() if v is not None}}
+    log_report(cfg, "oof", logged, {"oof/confusion_matrix": png})
+    print_oof(report)
+    print(f"scores: {exp_dir / OOF_SCORES}; confusion matrix: {png}")
+    return report

@@ -1,0 +1,123 @@
+"""The run layout, defined once: where a run's files live (``<runs_dir>/<exp>/<task>/fold<k>/``), their names,
+``done.json``, and the ``oof.csv`` schema. Training writes it, prediction, scoring, the noise finder and the
+benchmarks read it; nothing else spells a path of a run."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.atomic import write_text_atomic
+from core.tasks import HEAD_SIZES, MULTIHEAD, TASK_NAMES
+
+FOLD_PREFIX = "fold"
+HOLDOUT, FULL = "holdout", "full"  # the 80/20 holdout and all data: used only when asked for by name
+NAMED_FOLDS = (HOLDOUT, FULL)
+BEST = "best"  # best.ckpt: the best by val/f1, or the final one when there is no validation
+LAST = "last"  # last.ckpt: where --resume continues from (every N optimizer steps, each epoch end, on SIGTERM)
+BEST_CKPT, LAST_CKPT = f"{BEST}.ckpt", f"{LAST}.ckpt"
+CONFIG = "config.yaml"  # the run's resolved config
+METRICS = "metrics.csv"  # one row per epoch
+OOF = "oof.csv"  # the validation images' predictions, one row per image (schema below)
+DONE = "done.json"  # written last: the run finished (a resumed --fold all skips it)
+RESULTS = (BEST_CKPT, LAST_CKPT, OOF, DONE)  # what makes a directory "an earlier run"
+REPLACED = ".replaced"  # an overwritten run's files, kept until the new run has a checkpoint
+LOCK = ".lock"  # held by the process training in the directory
+LOGS = "logs"  # <exp>/logs/<task>-fold<k>.log: each parallel job's output
+NOISE = "noise"  # <exp>/noise/: the noise finder's reports
+SUBMISSION = "submission.csv"  # <exp>/submission.csv, with <stem>_probs.csv and <stem>_report.json beside it
+OOF_SCORES = "oof_scores.json"  # <exp>/oof_scores.json: the out-of-fold report
+OOF_CONFUSION = "oof_confusion.png"
+
+# oof.csv: these columns, then ``age`` (the person's raw age), then ``prob_0`` .. ``prob_<k-1>``
+KEY = ["person", "stem"]  # one image
+OOF_COLUMNS = ["person", "image", "stem", "fold", "label"]
+AGE = "age"
+
+
+def prob_columns(num_classes: int) -> list[str]:
+    return [f"prob_{k}" for k in range(num_classes)]
+
+
+def _head_columns() -> dict[str, range]:
+    out, start = {}, 0
+    for task, n in zip(TASK_NAMES, HEAD_SIZES, strict=True):
+        out[task] = range(start, start + n)
+        start += n
+    return out
+
+
+HEAD_COLUMNS = _head_columns()  # a multihead oof.csv: each head's prob_ columns, side by side
+
+
+def exp_dir(runs_dir: str | Path, exp: str) -> Path:
+    return Path(runs_dir) / exp
+
+
+def fold_name(fold: int | str) -> str:
+    return f"{FOLD_PREFIX}{fold}"
+
+
+def run_dir(runs_dir: str | Path, exp: str, task: str, fold: int | str) -> Path:
+    """``<runs_dir>/<exp>/<task>/fold<k>``: one model of one fold."""
+    return exp_dir(runs_dir, exp) / task / fold_name(fold)
+
+
+def job_name(task: str, fold: int | str) -> str:
+    """``age-fold2``: a (task, fold) job's name, and its log's (``<exp>/logs/age-fold2.log``)."""
+    return f"{task}-{fold_name(fold)}"
+
+
+@dataclass(frozen=True)
+class RunPlace:
+    """What a run directory's path says: its experiment, task and fold."""
+
+    exp: str
+    task: str
+    fold: str
+
+
+def run_place(path: str | Path) -> RunPlace:
+    """The experiment, task and fold of a run directory, or of a file in one."""
+    path = Path(path)
+    folder = path if path.name.startswith(FOLD_PREFIX) else path.parent
+    return RunPlace(folder.parent.parent.name, folder.parent.name, folder.name.removeprefix(FOLD_PREFIX))
+
+
+def fold_dirs(task_dir: Path, folds: list[str] | None = None) -> list[Path]:
+    """The run folders ``<task>/fold<k>/`` that ``folds`` names (``["0", "1", "full"]``), in that order; by
+    default the k-fold runs only (``fold0`` .. ``fold<k-1>``, numerically): ``foldfull`` (all data) and
+    ``foldholdout`` (the 80/20 holdout) overlap them, so they are used only when named."""
+    if folds is not None:
+        return [task_dir / fold_name(name) for name in folds if (task_dir / fold_name(name)).is_dir()]
+    numeric = [d for d in task_dir.glob(f"{FOLD_PREFIX}*") if d.is_dir() and d.name.removeprefix(FOLD_PREFIX).isdigit()]
+    return sorted(numeric, key=lambda d: int(d.name.removeprefix(FOLD_PREFIX)))
+
+
+def run_dirs(experiment: Path) -> list[Path]:
+    """Every run folder of an experiment (``<task>/fold<k>``), in name order."""
+    return sorted(d for d in experiment.glob(f"*/{FOLD_PREFIX}*") if d.is_dir())
+
+
+def task_run_files(exp: Path, task: str, name: str, folds: list[str] | None = None) -> tuple[list[Path], bool]:
+    """The files called ``name`` (``oof.csv``, ``best.ckpt``) of ``folds`` (see :func:`fold_dirs`) that hold
+    ``task``'s model: its own model's, else a multihead model's (then True)."""
+    for owner in (task, MULTIHEAD):
+        files = [d / name for d in fold_dirs(exp / owner, folds) if (d / name).is_file()]
+        if files:
+            return files, owner == MULTIHEAD
+    return [], False
+
+
+def read_done(run: Path) -> dict | None:
+    """A finished run's summary (its ``done.json``), None when it has not finished; an unreadable file counts
+    as unfinished."""
+    try:
+        return json.loads((run / DONE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_done(run: Path, summary: dict) -> None:
+    write_text_atomic(run / DONE, json.dumps(summary))
