@@ -34,7 +34,7 @@ from callbacks.wandb_media import WandbMediaCallback
 from callbacks.wandb_run import finish_wandb, start_wandb_logger
 from configs.config import Config, load_config, save_config
 from core.errors import ConfigError, run_cli
-from core.tasks import MULTIHEAD, NUM_CLASSES, TASK_NAMES, TASKS
+from core.tasks import CLASS18, MULTIHEAD, NUM_CLASSES, TASK_NAMES, TASKS
 from datamodules.datamodule import MaskDataModule, parse_fold
 from datamodules.dataset import worker_death
 from datamodules.prepare import PreparedData, prepare
@@ -132,7 +132,7 @@ def build_model(cfg: Config, task: str, dm: MaskDataModule) -> pl.LightningModul
     frame = dm.train_frame
     if task == MULTIHEAD:
         counts = {t: np.bincount(frame[TASKS[t].column], minlength=TASKS[t].num_classes).tolist() for t in TASKS}
-        counts["class18"] = np.bincount(frame["label"], minlength=NUM_CLASSES).tolist()
+        counts[CLASS18] = np.bincount(frame["label"], minlength=NUM_CLASSES).tolist()
         return MultiHeadModule(cfg.to_dict(), *dm.mean_std, class_counts=counts, fingerprint=dm.data.fingerprint)
     counts = np.bincount(dm.labels(frame), minlength=dm.task.num_classes).tolist()
     return TaskModule(task, cfg.to_dict(), *dm.mean_std, class_counts=counts, fingerprint=dm.data.fingerprint)

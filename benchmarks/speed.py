@@ -200,14 +200,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default="data/synthetic")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--work", default="runs/speed", help="runs and caches of the benchmark")
+    default = SyntheticConfig()  # the competition-size synthetic set
     p.add_argument(
-        "--people",
-        type=int,
-        default=SyntheticConfig().people,
-        help="train people to generate when --data-dir is missing",
+        "--people", type=int, default=default.people, help="train people to generate if --data-dir is missing"
     )
-    p.add_argument("--eval-people", type=int, default=SyntheticConfig().eval_people)
-    p.add_argument("--size", default="384x512")
+    p.add_argument("--eval-people", type=int, default=default.eval_people)
+    p.add_argument("--size", default=f"{default.width}x{default.height}", help="WIDTHxHEIGHT of the generated set")
     p.add_argument("--steps", type=int, default=20, help="timed steps of each model-only measurement")
     p.add_argument("--loader-batches", type=int, default=10)
     p.add_argument("--warmup-batches", type=int, default=10, help="training batches before the e2e timer starts")

@@ -17,10 +17,11 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from core.tasks import COMPETITION_AGE_CUTS, GENDERS, MASK_FILES, age_group
+from core.tasks import COMPETITION_AGE_CUTS, GENDERS, HEAD_SIZES, MASK_FILES, age_group
+from rundir.layout import HEAD_COLUMNS
 from synthetic import generate
 
-HEADS = {"mask": (0, 3), "gender": (3, 5), "age": (5, 8)}
+HEADS = {task: (cols.start, cols.stop) for task, cols in HEAD_COLUMNS.items()}  # the heads side by side
 
 
 def load(root: Path):
@@ -67,7 +68,7 @@ def main():
         layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2)]
         c_in = c_out
     layers += [nn.Conv2d(128, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(), nn.AdaptiveAvgPool2d(1)]
-    net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(128, 8))
+    net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(128, sum(HEAD_SIZES)))
     opt = torch.optim.AdamW(net.parameters(), 2e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=args.epochs * ((len(tr) + 127) // 128))
     start = time.time()

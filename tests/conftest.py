@@ -12,6 +12,7 @@ from PIL import Image
 
 from configs.config import load_config
 from core.tasks import MASK_FILES
+from synthetic import generate
 
 PEOPLE = [  # id, gender, age
     ("000001", "female", 19),
@@ -95,8 +96,6 @@ def tiny_argv(data_dir: Path, tmp_path: Path, *overrides: str) -> list[str]:
 @pytest.fixture(scope="session")
 def synthetic(tmp_path_factory) -> Path:
     """A small synthetic data set (300 people, 48x64), generated once per test session."""
-    from synthetic import generate
-
     root = tmp_path_factory.mktemp("synthetic")
     generate(root / "data", people=300, eval_people=8, size=(48, 64), seed=1, workers=2, progress=False)
     return root / "data"
