@@ -19,8 +19,7 @@ from pathlib import Path
 
 import torch
 
-from inference.submission import report_path
-from rundir.layout import OOF_SCORES, SUBMISSION, exp_dir
+from rundir.layout import OOF_SCORES, SUBMISSION, exp_dir, report_path
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMAND = [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "quick.yaml"), "--fold", "0"]

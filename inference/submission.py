@@ -13,19 +13,14 @@ from configs.config import Config
 from core.atomic import write_text_atomic
 from core.errors import DataError
 from inference.predictor import predict_eval, write_csv
-from rundir.layout import SUBMISSION
-
-
-def report_path(out: Path) -> Path:
-    """Where the report of the submission ``out`` goes: beside it, ``<stem>_report.json``."""
-    return out.with_name(out.stem + "_report.json")
+from rundir.layout import SUBMISSION, probs_path, report_path
 
 
 def check_output(out: Path) -> None:
     """Stop before any prediction work when the submission cannot be written where asked."""
-    for path in (out, out.with_name(out.stem + "_probs.csv"), report_path(out)):
+    for path in (out, probs_path(out), report_path(out)):
         if path.is_dir():
-            raise DataError(f"--out {out}: {path} is a directory; name a file, e.g. --out {out / 'submission.csv'}")
+            raise DataError(f"--out {out}: {path} is a directory; name a file, e.g. --out {out / SUBMISSION}")
 
 
 def write_submission(
@@ -43,7 +38,7 @@ def write_submission(
     out = Path(out) if out is not None else exp_dir / SUBMISSION
     check_output(out)
     probs, data_dir = predict_eval(cfg, exp_dir, data_dir, ensemble, tta, folds)
-    probs_out = out.with_name(out.stem + "_probs.csv")
+    probs_out = probs_path(out)
     write_csv(probs[["ImageID", "ans"]], out)
     write_csv(probs, probs_out)
     print(f"submission: {out} ({len(probs)} images); per-head probabilities: {probs_out}")

@@ -64,6 +64,16 @@ def run_dir(runs_dir: str | Path, exp: str, task: str, fold: int | str) -> Path:
     return exp_dir(runs_dir, exp) / task / fold_name(fold)
 
 
+def probs_path(submission: Path) -> Path:
+    """Where the per-head probabilities of the submission ``submission`` go: beside it, ``<stem>_probs.csv``."""
+    return submission.with_name(submission.stem + "_probs.csv")
+
+
+def report_path(submission: Path) -> Path:
+    """Where the report of the submission ``submission`` goes: beside it, ``<stem>_report.json``."""
+    return submission.with_name(submission.stem + "_report.json")
+
+
 def job_name(task: str, fold: int | str) -> str:
     """``age-fold2``: a (task, fold) job's name, and its log's (``<exp>/logs/age-fold2.log``)."""
     return f"{task}-{fold_name(fold)}"

@@ -145,6 +145,6 @@ def test_the_vocabulary_and_the_run_layout_are_each_spelled_once():
     # a run folder's path: rundir.layout.run_dir / fold_name / fold_dirs / run_place
     assert _spelled(r"/ ?f?\"fold|glob\([^)]*fold|removeprefix\(\"fold\"\)") == []
     assert _spelled(r"FOLD_PREFIX = ") == ["rundir/layout.py"]
-    for name in ("best.ckpt", "last.ckpt", "oof.csv", "done.json", "metrics.csv", "config.yaml"):
+    for name in ("best.ckpt", "last.ckpt", "oof.csv", "done.json", "metrics.csv", "config.yaml", "submission.csv"):
         in_code = [f for f in _spelled(rf"[\"']{re.escape(name)}[\"']") if f != "rundir/layout.py"]
         assert not in_code, f"{name} spelled outside rundir/layout.py: {in_code}"
