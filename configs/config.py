@@ -325,13 +325,13 @@ def validate(cfg: Config) -> None:
         p = getattr(cfg.augment, key)
         if not 0.0 <= p <= 1.0:
             raise ConfigError(f"augment.{key}: a probability between 0 and 1, got {p}")
+    check_loss(cfg.loss, "loss")
     for head in MULTIHEAD_HEADS:
         if getattr(cfg.multihead, f"{head}_weight") < 0:
             raise ConfigError(f"multihead.{head}_weight: must be 0 or more")
-    check_loss(cfg.loss, "loss")
-    for head in MULTIHEAD_HEADS:
-        if getattr(cfg.multihead, f"{head}_loss") is not None:
-            check_loss(getattr(cfg.multihead, f"{head}_loss"), f"multihead.{head}_loss")
+        head_loss = getattr(cfg.multihead, f"{head}_loss")
+        if head_loss is not None:
+            check_loss(head_loss, f"multihead.{head}_loss")
     if not 0.0 < cfg.optim.gamma < 1.0:
         raise ConfigError(f"optim.gamma: must lie between 0 and 1, got {cfg.optim.gamma}")
     if cfg.optim.lr <= 0:
@@ -346,12 +346,11 @@ def choices(cls: type, name: str) -> tuple:
 def check_loss(loss: LossConfig, key: str = "loss") -> None:
     """The loss settings' own checks (``key``: where they sit, e.g. ``multihead.age_loss``), also for a
     ``LossConfig`` made in code."""
-    if loss.kind not in choices(LossConfig, "kind"):
-        raise ConfigError(
-            f"{key}.kind: unknown loss {loss.kind!r}; choose one of {', '.join(choices(LossConfig, 'kind'))}"
-        )
-    if loss.class_weights not in choices(LossConfig, "class_weights"):
-        raise ConfigError(f"{key}.class_weights: unknown value {loss.class_weights!r}; choose none or balanced")
+    kinds, weights = choices(LossConfig, "kind"), choices(LossConfig, "class_weights")
+    if loss.kind not in kinds:
+        raise ConfigError(f"{key}.kind: unknown loss {loss.kind!r}; choose one of {', '.join(kinds)}")
+    if loss.class_weights not in weights:
+        raise ConfigError(f"{key}.class_weights: unknown value {loss.class_weights!r}; choose {' or '.join(weights)}")
     if not 0.0 <= loss.f1_weight <= 1.0:
         raise ConfigError(f"{key}.f1_weight: must lie between 0 and 1, got {loss.f1_weight}")
     if loss.gaussian_sigma <= 0:

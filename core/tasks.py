@@ -48,6 +48,15 @@ HEAD_SIZES = tuple(TASKS[t].num_classes for t in TASK_NAMES)  # (3, 2, 3)
 NUM_CLASSES = int(np.prod(HEAD_SIZES))  # 18
 
 
+def side_by_side(sizes: dict[str, int]) -> dict[str, range]:
+    """Where each head's columns sit when the heads' outputs are laid side by side in ``sizes``' order."""
+    out, start = {}, 0
+    for name, n in sizes.items():
+        out[name] = range(start, start + n)
+        start += n
+    return out
+
+
 def class_name(c: int) -> str:
     """``"8 Im2"``: class 8 is mask Incorrect, male, age group 2."""
     mask, gender, age = split_class18(c)

@@ -15,7 +15,7 @@ from core.errors import DataError
 from core.tasks import COMPETITION_AGE_CUTS, MULTIHEAD, TASK_NAMES
 from lightning_modules.base import ClassifierModule
 from lightning_modules.checkpoint import model_from_checkpoint
-from rundir.layout import BEST_CKPT, fold_dirs, run_place
+from rundir.layout import BEST_CKPT, run_files, run_place
 
 log = logging.getLogger("predict")
 CHECKPOINT = BEST_CKPT
@@ -24,14 +24,8 @@ CHECKPOINT = BEST_CKPT
 def find_checkpoints(exp_dir: Path, folds: list[str] | None) -> dict[str, list[Path]]:
     """``task -> [fold checkpoints]`` of ``folds`` (default: the k-fold runs, not ``full`` or ``holdout``); an
     error naming each task that has none."""
-
-    def checkpoints(owner: str) -> list[Path]:
-        return [d / CHECKPOINT for d in fold_dirs(exp_dir / owner, folds) if (d / CHECKPOINT).is_file()]
-
-    found = {}
-    shared = checkpoints(MULTIHEAD)  # a multihead model serves every task
-    for task in TASK_NAMES:
-        found[task] = checkpoints(task) + shared
+    shared = run_files(exp_dir / MULTIHEAD, CHECKPOINT, folds)  # a multihead model serves every task
+    found = {task: run_files(exp_dir / task, CHECKPOINT, folds) + shared for task in TASK_NAMES}
     missing = [t for t, c in found.items() if not c]
     if missing:
         wanted = f" for folds {','.join(folds)}" if folds else ""

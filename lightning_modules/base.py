@@ -17,6 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from configs.config import Config, config_from_dict
 from core.distributed import gather_shards
 from core.errors import ConfigError
+from core.tasks import side_by_side
 from lightning_modules.optim import configure_optimizers
 
 
@@ -113,11 +114,7 @@ class ClassifierModule(pl.LightningModule):
 
     def head_slices(self) -> dict[str, slice]:
         """Where each head's probabilities sit in :meth:`probabilities`' columns."""
-        out, start = {}, 0
-        for name, n in self.sizes.items():
-            out[name] = slice(start, start + n)
-            start += n
-        return out
+        return {name: slice(cols.start, cols.stop) for name, cols in side_by_side(self.sizes).items()}
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Each head's softmax, side by side in :meth:`head_slices` order."""

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -20,7 +19,7 @@ from configs.config import Config
 from core.atomic import write_text_atomic
 from core.errors import RunError
 from lightning_modules.checkpoint import checkpoint_task, read_checkpoint
-from rundir.layout import BEST_CKPT, CONFIG, DONE, LAST_CKPT, METRICS, REPLACED, RESULTS
+from rundir.layout import BEST_CKPT, CONFIG, DONE, LAST_CKPT, METRICS, REPLACED, RESULTS, read_done
 
 # settings a resumed run may change: where things are, how it is shown, how long and on what it trains
 RESUMABLE = (
@@ -89,10 +88,7 @@ def claim_run_dir(out: Path, resume: bool, overwrite: bool, max_epochs: int) -> 
     if resume:
         if DONE not in found:
             return True
-        try:
-            finished = json.loads((out / DONE).read_text()).get("max_epochs", 0)
-        except (OSError, ValueError):
-            finished = 0
+        finished = (read_done(out) or {}).get("max_epochs", 0)  # unreadable: not finished
         return finished < max_epochs  # more epochs asked for: it trains on (done.json goes once it starts)
     if found and not overwrite:
         raise RunError(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.atomic import write_text_atomic
-from core.tasks import HEAD_SIZES, MULTIHEAD, TASK_NAMES
+from core.tasks import HEAD_SIZES, MULTIHEAD, TASK_NAMES, side_by_side
 
 FOLD_PREFIX = "fold"
 HOLDOUT, FULL = "holdout", "full"  # the 80/20 holdout and all data: used only when asked for by name
@@ -40,15 +40,7 @@ def prob_columns(num_classes: int) -> list[str]:
     return [f"prob_{k}" for k in range(num_classes)]
 
 
-def _head_columns() -> dict[str, range]:
-    out, start = {}, 0
-    for task, n in zip(TASK_NAMES, HEAD_SIZES, strict=True):
-        out[task] = range(start, start + n)
-        start += n
-    return out
-
-
-HEAD_COLUMNS = _head_columns()  # a multihead oof.csv: each head's prob_ columns, side by side
+HEAD_COLUMNS = side_by_side(dict(zip(TASK_NAMES, HEAD_SIZES, strict=True)))  # a multihead oof.csv's prob_ columns
 
 
 def exp_dir(runs_dir: str | Path, exp: str) -> Path:
@@ -110,11 +102,16 @@ def run_dirs(experiment: Path) -> list[Path]:
     return sorted(d for d in experiment.glob(f"*/{FOLD_PREFIX}*") if d.is_dir())
 
 
+def run_files(task_dir: Path, name: str, folds: list[str] | None = None) -> list[Path]:
+    """The files called ``name`` in the run folders of ``task_dir`` that ``folds`` names (see :func:`fold_dirs`)."""
+    return [d / name for d in fold_dirs(task_dir, folds) if (d / name).is_file()]
+
+
 def task_run_files(exp: Path, task: str, name: str, folds: list[str] | None = None) -> tuple[list[Path], bool]:
     """The files called ``name`` (``oof.csv``, ``best.ckpt``) of ``folds`` (see :func:`fold_dirs`) that hold
     ``task``'s model: its own model's, else a multihead model's (then True)."""
     for owner in (task, MULTIHEAD):
-        files = [d / name for d in fold_dirs(exp / owner, folds) if (d / name).is_file()]
+        files = run_files(exp / owner, name, folds)
         if files:
             return files, owner == MULTIHEAD
     return [], False
