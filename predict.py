@@ -4,9 +4,27 @@ heads into the 18 classes, and write the submission; or score the out-of-fold pr
     python predict.py --exp default --ensemble soft --tta flip
     python predict.py --exp default --oof                 # from the oof.csv files (no TTA)
     python predict.py --exp default --oof --tta flip      # re-predicted with the submission's TTA
+    python predict.py --exp default --calibrate           # per-class offsets fitted on the OOF, then applied
+    python predict.py --exp default --oof --calibrate     # fit and score the offsets only (no submission)
+    python predict.py --exp default --group-people        # gender and age averaged over each person's photos
+    python predict.py --exp default --oof --age-cuts 30,58  # an ordinal age head's groups read at other cuts
 
 By default only the k-fold models (``fold0`` .. ``fold<k-1>``) are used; the ``full`` and ``holdout`` runs
 overlap them, so they are used only when named with ``--folds``.
+
+Two options change the answers, never the probabilities written; both are off by default:
+
+``--calibrate`` fits a per-class offset for each head's log-probabilities (mask 3, gender 2, age 3; each head's
+first at 0) on the out-of-fold predictions (the oof.csv files, refitted every run) to maximise the 18-class
+macro F1, prints the OOF macro F1 before, after (in-sample) and cross-fitted (each fold scored with offsets
+fitted on the other folds: the honest estimate), saves them to runs/<exp>/calibration.json, and applies them to
+the submission before the argmax. It needs the k-fold runs' out-of-fold predictions.
+
+``--group-people`` groups the evaluation images into people of about 7 photos by appearance (the gender and age
+models' backbone features, read in the same pass as the probabilities), writes each image's group to the
+``group`` column of <stem>_probs.csv, and averages each group's gender and age probabilities before the argmax
+(the mask stays per photo). With a truth file it reports the groups' purity and the scores with and without.
+With both options, the offsets shift the group-averaged probabilities.
 """
 
 from __future__ import annotations
@@ -18,6 +36,8 @@ from pathlib import Path
 
 from configs.config import load_config
 from core.errors import ConfigError, DataError, run_cli
+from core.tasks import AGE_RANGE
+from inference.calibration import write_calibration
 from inference.oof import write_oof_report
 from inference.predictor import TTA_VIEWS
 from inference.submission import write_submission
@@ -60,17 +80,52 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="submission file (default: runs/<exp>/submission.csv)")
     p.add_argument("--oof", action="store_true", help="score the out-of-fold predictions instead")
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="fit per-class log-probability offsets on the out-of-fold predictions for the best 18-class macro F1, "
+        "save them to runs/<exp>/calibration.json with the scores before, after and cross-fitted, and apply them "
+        "to the submission (with --oof: fit, save and print only)",
+    )
+    p.add_argument(
+        "--group-people",
+        action="store_true",
+        help="group the eval images into people of about 7 photos by appearance (backbone features) and average "
+        "each group's gender and age probabilities before the argmax (the group is written to <stem>_probs.csv)",
+    )
     p.add_argument("--batch-size", type=int, help="images per batch, at least 1 (default: loader.batch_size)")
     p.add_argument(
         "--workers",
         type=int,
         help="DataLoader workers: 0 or more, or -1 for every usable core but one (default: loader.num_workers)",
     )
+    p.add_argument(
+        "--age-cuts",
+        metavar="YOUNG,OLD",
+        help="read ordinal age heads (model.age_head=ordinal) at these cuts, e.g. 30,58: their groups follow from "
+        "P(age >= t) at any cut; with --oof the models re-predict and are scored at these cuts and the competition's",
+    )
     p.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"], help="log the OOF report")
     p.add_argument("--config", action="append", default=[], metavar="FILE")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--debug", action="store_true", help="show tracebacks for data and config errors")
     return p
+
+
+def parse_age_cuts(text: str | None) -> tuple[int, int] | None:
+    """``--age-cuts 30,58`` -> ``(30, 58)``; not given -> None (each model's own cuts)."""
+    if text is None:
+        return None
+    low, high = AGE_RANGE
+    try:
+        cuts = tuple(int(c) for c in text.split(","))
+    except ValueError:
+        cuts = ()
+    if len(cuts) != 2 or not low < cuts[0] < cuts[1] <= high:
+        raise ConfigError(
+            f"--age-cuts {text!r}: expected two ages young,old with {low} < young < old <= {high}, e.g. 30,58"
+        )
+    return cuts
 
 
 def check_loader_options(args: argparse.Namespace) -> None:
@@ -97,10 +152,32 @@ def run(args: argparse.Namespace) -> dict:
         cfg.loader.batch_size = args.batch_size
     if args.workers is not None:
         cfg.loader.num_workers = args.workers
+    age_cuts = parse_age_cuts(args.age_cuts)
+    if age_cuts is not None and args.calibrate:
+        raise ConfigError(
+            "--calibrate fits its offsets on the oof.csv files, made at the models' own age cuts: leave out --age-cuts"
+        )
     if args.oof:
-        return write_oof_report(cfg, where, folds, args.tta or "none", args.data_dir)
+        if args.group_people:
+            raise ConfigError(
+                "--group-people groups the evaluation images of a submission; the out-of-fold images are not grouped: "
+                "leave out --oof or --group-people"
+            )
+        report = write_oof_report(cfg, where, folds, args.tta or "none", args.data_dir, age_cuts)
+        return {**report, "calibration": write_calibration(where, folds)} if args.calibrate else report
     out = Path(args.out) if args.out else None
-    return write_submission(cfg, where, args.ensemble, args.tta or "flip", folds, args.data_dir, out)
+    return write_submission(
+        cfg,
+        where,
+        args.ensemble,
+        args.tta or "flip",
+        folds,
+        args.data_dir,
+        out,
+        args.calibrate,
+        args.group_people,
+        age_cuts,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import TQDMProgressBar
+from pytorch_lightning.callbacks import TQDMProgressBar, WeightAveraging
 from pytorch_lightning.strategies import StrategyRegistry
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -43,7 +43,9 @@ from inference.oof import write_oof_report
 from inference.submission import write_submission
 from lightning_modules.multihead import MultiHeadModule
 from lightning_modules.optim import accumulation
+from lightning_modules.ordinal import build_ordinal_loss
 from lightning_modules.task_module import TaskModule
+from lightning_modules.weights import check_weights
 from rundir.claim import check_resume, check_resumed_data, claim_run_dir, ensure_writable, settle_replaced
 from rundir.layout import BEST_CKPT, CONFIG, DONE, FULL, LAST_CKPT, LOGS, NAMED_FOLDS, OOF, exp_dir, run_dir, write_done
 from rundir.lock import RunLock
@@ -55,6 +57,7 @@ QUIET = (  # Lightning's advice that does not apply here
     r".*litlogger.*",
     r".*LeafSpec.*",
     r".*was configured so 100% of the batches.*",
+    r".*callbacks used to create the checkpoint need to be provided.*",  # the EMA callback, left out to predict
 )
 
 
@@ -78,10 +81,11 @@ def hardware(cfg: Config) -> dict:
     t = cfg.trainer
     cuda = t.accelerator in ("gpu", "cuda") or (t.accelerator == "auto" and torch.cuda.is_available())
     precision = t.precision if t.precision != "auto" else ("bf16-mixed" if cuda else "32-true")
-    accumulate = accumulation(t.effective_batch, cfg.loader.batch_size, t.devices)
+    accumulate = accumulation(t.effective_batch, cfg.loader.batch_size, t.devices * t.num_nodes)
     return {
         "accelerator": "gpu" if cuda else "cpu",
         "devices": t.devices,
+        "num_nodes": t.num_nodes,
         "strategy": t.strategy,
         "precision": precision,
         "accumulate_grad_batches": accumulate,
@@ -89,9 +93,12 @@ def hardware(cfg: Config) -> dict:
     }
 
 
-def check_settings(cfg: Config, fold: int | str) -> None:
-    """Settings that would only fail inside Lightning, checked before any work: the accelerator, the strategy,
-    and a plateau schedule (which follows val/f1) on a run without validation."""
+def check_settings(cfg: Config, fold: int | str, task: str) -> None:
+    """Settings that would only fail inside Lightning or part-way, checked before any work: the ordinal age head's
+    loss, the accelerator, the strategy, and a plateau schedule (which follows val/f1) on a run without
+    validation. (The backbone's starting weights: :func:`check_weights`, before training.)"""
+    if cfg.model.age_head == "ordinal" and task in ("age", MULTIHEAD):
+        build_ordinal_loss((cfg.multihead.age_loss if task == MULTIHEAD else None) or cfg.loss, cfg.data.age_cuts)
     t = cfg.trainer
     if t.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(
@@ -113,13 +120,13 @@ def check_settings(cfg: Config, fold: int | str) -> None:
 def effective_batch(cfg: Config, hw: dict) -> int:
     """The effective batch the chosen accumulation gives; a warning naming it when it is not the asked one
     (``trainer.effective_batch`` not a multiple of devices x batch: the nearest one is trained with)."""
-    effective = hw["devices"] * cfg.loader.batch_size * hw["accumulate_grad_batches"]
+    effective = hw["devices"] * hw["num_nodes"] * cfg.loader.batch_size * hw["accumulate_grad_batches"]
     if effective != cfg.trainer.effective_batch:
         log.warning(
             "trainer.effective_batch %d is not a multiple of %d device(s) x batch %d: training with the nearest, "
             "an effective batch of %d (accumulation %d)",
             cfg.trainer.effective_batch,
-            hw["devices"],
+            hw["devices"] * hw["num_nodes"],
             cfg.loader.batch_size,
             effective,
             hw["accumulate_grad_batches"],
@@ -134,7 +141,7 @@ def build_model(cfg: Config, task: str, dm: MaskDataModule) -> pl.LightningModul
         counts = {t: np.bincount(frame[TASKS[t].column], minlength=TASKS[t].num_classes).tolist() for t in TASKS}
         counts[CLASS18] = np.bincount(frame["label"], minlength=NUM_CLASSES).tolist()
         return MultiHeadModule(cfg.to_dict(), *dm.mean_std, class_counts=counts, fingerprint=dm.data.fingerprint)
-    counts = np.bincount(dm.labels(frame), minlength=dm.task.num_classes).tolist()
+    counts = np.bincount(frame[dm.task.column].astype(int), minlength=dm.task.num_classes).tolist()
     return TaskModule(task, cfg.to_dict(), *dm.mean_std, class_counts=counts, fingerprint=dm.data.fingerprint)
 
 
@@ -154,7 +161,8 @@ def train(
     ``data``: ``prepare(cfg)``'s result, when the caller has it; ``callbacks``: more Lightning callbacks;
     ``resume_hint``: the command that resumes the run, told when a signal stops it."""
     fold = parse_fold(fold, cfg.data.n_folds)
-    check_settings(cfg, fold)
+    check_settings(cfg, fold, task)
+    check_weights(cfg.model)
     out = run_dir(cfg.runs_dir, cfg.exp, task, fold)
     if not main_process():  # started from inside rank 0's fit, after its claim: it only follows
         if resume and (out / DONE).is_file():
@@ -206,7 +214,7 @@ def _fit(
         len(dm.train_frame),
         len(dm.val_frame),
         effective_batch(cfg, hw),
-        hw["devices"],
+        hw["devices"] * hw["num_nodes"],
         cfg.loader.batch_size,
         hw["accumulate_grad_batches"],
         hw["accelerator"],
@@ -264,6 +272,9 @@ def _fit(
                 raise
             raise died from None
         if validate:
+            # the best checkpoint's weights as saved (an EMA run saves the average): the averaging callback would
+            # load its training weights back over them
+            trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, WeightAveraging)]
             trainer.predict(
                 model,
                 dataloaders=dm.val_dataloader(),
@@ -339,7 +350,7 @@ def config_from_args(args: argparse.Namespace, task: str | None) -> Config:
 
 def data_key(cfg: Config) -> str:
     """Every setting that ``prepare`` reads: jobs with the same key share one prepared data set."""
-    return json.dumps([cfg.to_dict()["data"], cfg.to_dict()["augment"], cfg.model.pretrained, cfg.seed])
+    return json.dumps([cfg.to_dict()["data"], cfg.to_dict()["augment"], cfg.to_dict()["model"], cfg.seed])
 
 
 def run(args: argparse.Namespace) -> None:
@@ -347,7 +358,9 @@ def run(args: argparse.Namespace) -> None:
     jobs = expand(args.task, args.fold, base.data.n_folds)
     configs = {task: config_from_args(args, task) for task in dict.fromkeys(t for t, _ in jobs)}
     for task, fold in jobs:  # mistakes that would stop a job part-way: before any data work
-        check_settings(configs[task], fold)
+        check_settings(configs[task], fold, task)
+        if not args.prepare_only:  # the starting weights: only training needs them
+            check_weights(configs[task].model)
     ensure_default_data(base.data)  # the synthetic stand-in, generated on first use
     prepared = {data_key(base): prepare(base, progress=base.trainer.progress_bar)}
     if main_process():

@@ -7,7 +7,7 @@ import csv
 from pathlib import Path
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor
+from pytorch_lightning.callbacks import EarlyStopping, EMAWeightAveraging, LearningRateMonitor
 
 from callbacks.resume import RESUME_HINT, AtomicModelCheckpoint, LastCheckpoint, SamplerPosition, ScheduleLength
 from configs.config import Config
@@ -19,8 +19,8 @@ def training_callbacks(
     cfg: Config, run_dir: Path, validate: bool, lr_monitor: bool, resume_hint: str = RESUME_HINT
 ) -> list[pl.Callback]:
     """What a training run leaves in ``run_dir``: ``best.ckpt``, ``last.ckpt`` (``resume_hint``: the command that
-    resumes the run, told when a signal stops it), ``metrics.csv``; and early stopping and the learning-rate
-    monitor when asked for."""
+    resumes the run, told when a signal stops it), ``metrics.csv``; and the weights' moving average
+    (``trainer.ema_decay``), early stopping and the learning-rate monitor when asked for."""
     callbacks: list[pl.Callback] = [
         AtomicModelCheckpoint(
             dirpath=run_dir,
@@ -36,6 +36,8 @@ def training_callbacks(
         ScheduleLength(),
         EpochMetricsCSV(run_dir / METRICS),
     ]
+    if cfg.trainer.ema_decay > 0:  # validated with, and saved as, the average (the training weights kept beside it)
+        callbacks.append(EMAWeightAveraging(decay=cfg.trainer.ema_decay))
     if validate and cfg.trainer.early_stopping_patience > 0:
         callbacks.append(EarlyStopping("val/f1", mode="max", patience=cfg.trainer.early_stopping_patience))
     if lr_monitor:

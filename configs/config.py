@@ -17,7 +17,7 @@ import yaml
 
 from core.atomic import write_text_atomic
 from core.errors import ConfigError
-from core.tasks import CLASS18, TASK_NAMES
+from core.tasks import AGE_RANGE, CLASS18, TASK_NAMES
 
 CONFIG_DIR = Path(__file__).resolve().parent
 MULTIHEAD_HEADS = (*TASK_NAMES, CLASS18)  # the multihead section names a weight and a loss per head
@@ -48,6 +48,7 @@ class DataConfig:
     relabel: list[str] = field(default_factory=list)  # corrections files; "competition" = the shipped one
     n_folds: int = 5
     holdout_fraction: float = 0.2
+    fold_seed: int | None = None  # the folds' shuffle; null: the run's seed (a fixed one: seeds share folds)
     validate_images: bool = True
     skip_bad: bool = False  # exclude undecodable images (with a warning listing them) instead of stopping
     cache_images: bool = True  # decode + resize + crop each image once into a uint8 memory map
@@ -64,6 +65,11 @@ class AugmentConfig:
     color_p: float = 1.0  # one of: colour jitters, grayscale
     random_erasing_p: float = 0.5
     normalization: str = choice("auto", "auto", "dataset", "imagenet")  # auto: imagenet if pretrained
+    # batch mixing on the device (timm's Mixup), the losses taking the mixed targets; 0: off
+    mixup_alpha: float = 0.0  # MixUp: blend two images, lambda ~ Beta(alpha, alpha)
+    cutmix_alpha: float = 0.0  # CutMix: paste a box of another image, lambda = the kept area
+    mix_prob: float = 1.0  # share of batches mixed when an alpha is on
+    mix_switch_prob: float = 0.5  # with both alphas on: the share of mixed batches that use CutMix
 
 
 @dataclass
@@ -76,8 +82,12 @@ class LoaderConfig:
 @dataclass
 class ModelConfig:
     backbone: str = "resnext50_32x4d"
-    pretrained: bool = False
+    pretrained: bool = True  # timm's ImageNet weights, as the seed started from
+    pretrained_file: str | None = None  # or a saved state dict (.pth/.bin/.safetensors), for offline machines
     drop_rate: float = 0.0
+    # age: softmax over the groups, or ordinal: P(age >= t) for every age t (cumulative logits), the groups at
+    # any cuts read from it after training
+    age_head: str = choice("softmax", "softmax", "ordinal")
 
 
 @dataclass
@@ -124,6 +134,7 @@ class TrainerConfig:
     effective_batch: int = 256
     accelerator: str = choice("auto", "auto", "cpu", "gpu", "cuda")
     devices: int = 1
+    num_nodes: int = 1  # machines of a multi-node DDP run (torchrun or SLURM start one process per device)
     strategy: str = "auto"
     precision: str = choice("auto", "auto", "32", "bf16-mixed", "16-mixed")  # auto: bf16-mixed on CUDA
     early_stopping_patience: int = 0  # 0 = off
@@ -135,6 +146,7 @@ class TrainerConfig:
     worst_images: int = 16  # rows of the W&B table of worst misclassified validation images
     checkpoint_every_n_steps: int = 200  # also save last.ckpt every N optimizer steps (0: at epoch ends only)
     compile: bool = False  # torch.compile the backbone (CUDA)
+    ema_decay: float = 0.0  # > 0: an exponential moving average of the weights, validated and checkpointed
 
 
 @dataclass
@@ -295,8 +307,9 @@ def load_config(task: str | None = None, files: list[str | Path] = (), overrides
 def validate(cfg: Config) -> None:
     """Checks that span more than one field's type."""
     cuts = cfg.data.age_cuts
-    if len(cuts) != 2 or not 18 < cuts[0] < cuts[1] <= 60:
-        raise ConfigError(f"data.age_cuts: expected two ages with 18 < young < old <= 60, got {cuts}")
+    low, high = AGE_RANGE
+    if len(cuts) != 2 or not low < cuts[0] < cuts[1] <= high:
+        raise ConfigError(f"data.age_cuts: expected two ages with {low} < young < old <= {high}, got {cuts}")
     if cfg.data.n_folds < 2:
         raise ConfigError(f"data.n_folds: need at least 2 folds, got {cfg.data.n_folds}")
     if not 0.0 < cfg.data.holdout_fraction < 1.0:
@@ -306,6 +319,7 @@ def validate(cfg: Config) -> None:
         "trainer.effective_batch": cfg.trainer.effective_batch,
         "trainer.max_epochs": cfg.trainer.max_epochs,
         "trainer.devices": cfg.trainer.devices,
+        "trainer.num_nodes": cfg.trainer.num_nodes,
         "augment.crop": cfg.augment.crop,
         "augment.resize_height": cfg.augment.resize_height,
         "augment.resize_width": cfg.augment.resize_width,
@@ -321,7 +335,12 @@ def validate(cfg: Config) -> None:
             f"augment.crop: {cfg.augment.crop} is larger than the resized image "
             f"({cfg.augment.resize_height}x{cfg.augment.resize_width})"
         )
-    for key in ("geometric_p", "color_p", "random_erasing_p"):
+    for key in ("mixup_alpha", "cutmix_alpha"):
+        if getattr(cfg.augment, key) < 0:
+            raise ConfigError(f"augment.{key}: must be 0 (off) or more, got {getattr(cfg.augment, key)}")
+    if not 0.0 <= cfg.trainer.ema_decay < 1.0:
+        raise ConfigError(f"trainer.ema_decay: 0 (off) or a decay below 1 (e.g. 0.999), got {cfg.trainer.ema_decay}")
+    for key in ("geometric_p", "color_p", "random_erasing_p", "mix_prob", "mix_switch_prob"):
         p = getattr(cfg.augment, key)
         if not 0.0 <= p <= 1.0:
             raise ConfigError(f"augment.{key}: a probability between 0 and 1, got {p}")

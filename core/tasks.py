@@ -22,6 +22,7 @@ MASK_FILES = {
 }
 GENDERS = {"male": 0, "female": 1}
 COMPETITION_AGE_CUTS = (30, 60)  # the competition's age groups: under 30, 30 to 59, 60 and over
+AGE_RANGE = (18, 60)  # every labelled age lies in it (no one is over 60: the old group is the people aged 60)
 
 
 @dataclass(frozen=True)

@@ -68,20 +68,28 @@ class MaskDataModule(pl.LightningDataModule):
     def mean_std(self) -> tuple[list[float], list[float]]:
         return self.data.mean, self.data.std
 
+    def with_age(self, columns: list[str]) -> list[str]:
+        """``columns`` and, for a model with the ordinal age head that learns from it, the person's age."""
+        ordinal = self.cfg.model.age_head == "ordinal" and self.task.name in ("age", MULTIHEAD)
+        return [*columns, "age"] if ordinal else columns
+
     def labels(self, frame: pd.DataFrame) -> list:
-        """The targets: the task's class per image; for multihead a (mask, gender, age group) row each."""
-        if self.task is MULTIHEAD_TASK:
-            return list(frame[["mask", "gender", "age_group"]].to_numpy(dtype=np.int64, copy=True))
+        """The targets: the task's class per image; for multihead a (mask, gender, age group) row each (and the
+        age last, for the ordinal age head)."""
+        if self.task is MULTIHEAD_TASK or self.with_age([]):
+            columns = ["mask", "gender", "age_group"] if self.task is MULTIHEAD_TASK else [self.task.column]
+            return list(frame[self.with_age(columns)].to_numpy(dtype=np.int64, copy=True))
         return frame[self.task.column].astype(int).tolist()
 
     def val_targets(self, frame: pd.DataFrame) -> list:
         """Validation targets: the training label, then the label at the competition's age cuts (for multihead:
-        mask, gender, age group, age group at the competition's cuts), so both scores are kept."""
+        mask, gender, age group, age group at the competition's cuts), so both scores are kept (and the age last,
+        for the ordinal age head)."""
         if self.task is MULTIHEAD_TASK:
             columns = ["mask", "gender", "age_group", "age_group_competition"]
         else:
             columns = [self.task.column, self.task.competition_column]
-        return list(frame[columns].to_numpy(dtype=np.int64, copy=True))
+        return list(frame[self.with_age(columns)].to_numpy(dtype=np.int64, copy=True))
 
     def sampler_labels(self, frame: pd.DataFrame) -> list[int]:
         """What the balanced sampler balances: the task's classes (for multihead, the 18 classes)."""

@@ -118,7 +118,7 @@ def _normalisation(cfg: Config, files: list[str], cache: Path, images: ImageCach
     """Mean and std per channel: ImageNet's for pretrained backbones, else those of (a sample of) the
     training images, cached with the key of the sampled files, so a replaced photo is measured anew."""
     mode = cfg.augment.normalization
-    if mode == "imagenet" or (mode == "auto" and cfg.model.pretrained):
+    if mode == "imagenet" or (mode == "auto" and (cfg.model.pretrained or cfg.model.pretrained_file)):
         return list(IMAGENET_MEAN), list(IMAGENET_STD)
     aug = cfg.augment
     path = cache / f"stats-{aug.resize_height}x{aug.resize_width}-c{aug.crop}.json"
@@ -151,7 +151,8 @@ def prepare(cfg: Config, progress: bool = True) -> PreparedData:
         bad = _check_images(raw["file"].tolist(), eval_files, cache, cfg.data.skip_bad, progress)
         raw = raw[~raw["file"].isin(bad)].reset_index(drop=True)
     people = raw.drop_duplicates("person")[["person", "gender", "age"]]
-    splits = load_or_make_splits(people, cache, cfg.data.n_folds, cfg.data.holdout_fraction, cfg.seed)
+    fold_seed = cfg.seed if cfg.data.fold_seed is None else cfg.data.fold_seed
+    splits = load_or_make_splits(people, cache, cfg.data.n_folds, cfg.data.holdout_fraction, fold_seed)
     images, changes = apply_relabels(raw, cfg.data.relabel)
     if images.empty:
         raise DataError("the corrections files exclude every image: nothing is left to train on")

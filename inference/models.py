@@ -51,15 +51,23 @@ def folder_tasks(path: Path) -> list[str]:
     return list(TASK_NAMES) if folder == MULTIHEAD else [folder] if folder in TASK_NAMES else []
 
 
-def load_model(path: Path, device: torch.device) -> ClassifierModule:
+def load_model(path: Path, device: torch.device, age_cuts: tuple[int, int] | None = None) -> ClassifierModule:
     """The model saved at ``path``, safely loaded (its class from its own saved settings), on ``device``; a
     DataError naming the file when it is not a readable checkpoint or has no head for the task(s) of the folder
-    it sits in (a gender model in ``age/fold0``). A multihead model in a task's folder serves that task."""
+    it sits in (a gender model in ``age/fold0``). A multihead model in a task's folder serves that task.
+    ``age_cuts``: read an ordinal age head's groups at these cuts (a softmax age head has only its own)."""
     hint = retrain_hint(path)
     model = model_from_checkpoint(path, hint)
     missing = [t for t in folder_tasks(path) if t not in model.head_slices()]
     if missing:
         raise DataError(f"{path} holds a {model.task.name} model, not a model of {' and '.join(missing)}; {hint}")
+    if age_cuts is not None and "age" in model.head_slices():
+        if not model.ordinal_age and tuple(age_cuts) != model.age_cuts:
+            raise DataError(
+                f"{path}: its age head is a softmax over the groups at {list(model.age_cuts)}, which only an ordinal "
+                "age head (model.age_head=ordinal) can be read at other cuts: leave out --age-cuts"
+            )
+        model.age_cuts = tuple(age_cuts)
     model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -80,7 +88,7 @@ def check_compatible(models: dict[Path, ClassifierModule], age_paths: list[Path]
     """The age cuts of the models that serve the age task (``age_paths``; default: every model with an age
     head), which one submission needs them to share; an error listing them otherwise."""
     paths = [p for p, m in models.items() if "age" in m.head_slices()] if age_paths is None else age_paths
-    age = {p: tuple(models[p].cfg.data.age_cuts) for p in paths}
+    age = {p: tuple(models[p].age_cuts) for p in paths}
     if len(set(age.values())) > 1:
         listing = "; ".join(f"{p}: {list(c)}" for p, c in age.items())
         raise DataError(f"the age checkpoints were trained with different age cuts ({listing}): pass --folds")

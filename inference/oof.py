@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.scoring import (
+    RERUN_FOR_AGE,
     join_oof,
     no_oof_error,
     oof_age_cuts,
@@ -25,11 +26,11 @@ from callbacks.wandb_run import log_report
 from configs.config import Config
 from core.atomic import write_text_atomic
 from core.errors import ConfigError, DataError
-from core.tasks import TASK_NAMES, TASKS
+from core.tasks import TASK_NAMES, TASKS, age_group
 from datamodules.prepare import PreparedData, prepare
 from inference.models import CHECKPOINT, inference_device, load_model, preprocessing_key
 from inference.predictor import TTA_VIEWS, predict_images
-from rundir.layout import FULL, KEY, OOF_CONFUSION, OOF_SCORES, prob_columns
+from rundir.layout import AGE, FULL, KEY, OOF_CONFUSION, OOF_SCORES, prob_columns
 
 log = logging.getLogger("predict")
 
@@ -49,6 +50,7 @@ def predict_fold(
     views: list[bool],
     data_dir: str | None,
     prepared: dict[str, PreparedData],
+    age_cuts: tuple[int, int] | None = None,
 ) -> dict[str, np.ndarray]:
     """``task -> probabilities`` over ``rows[task]`` (one fold's OOF rows, from ``sources[task]``), predicted
     anew by the ``best.ckpt`` beside each source and averaged over ``views``. The fold's models share its
@@ -56,7 +58,7 @@ def predict_fold(
     preprocessing) and fed to all of them. ``prepared`` keeps each data set read, across folds."""
     device = inference_device(cfg)
     ckpts = {task: source.parent / CHECKPOINT for task, source in sources.items()}
-    models = {p: load_model(p, device) for p in dict.fromkeys(ckpts.values())}
+    models = {p: load_model(p, device, age_cuts) for p in dict.fromkeys(ckpts.values())}
     keys = pd.concat([r[KEY] for r in rows.values()]).drop_duplicates().reset_index(drop=True)
     groups: dict[str, list[Path]] = defaultdict(list)
     for path, model in models.items():
@@ -88,11 +90,17 @@ def predict_fold(
 
 
 def repredict_oof(
-    cfg: Config, exp_dir: Path, folds: list[str] | None, views: list[bool], data_dir: str | None = None
+    cfg: Config,
+    exp_dir: Path,
+    folds: list[str] | None,
+    views: list[bool],
+    data_dir: str | None = None,
+    age_cuts: tuple[int, int] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Each task's out-of-fold rows of ``folds`` (default: the k-fold runs), their probabilities predicted anew
     by each fold's ``best.ckpt`` in ``views``, averaged, as the submission predicts eval/: so that the OOF
-    score estimates the submission's. Labels and ages stay those of the oof.csv files."""
+    score estimates the submission's. Labels and ages stay those of the oof.csv files; with ``age_cuts`` (ordinal
+    age heads read at other cuts) the age labels are those of the raw ages at these cuts."""
     sources = {task: task_oof_files(exp_dir, task, folds) for task in TASK_NAMES}
     by_fold: dict[str, dict[str, Path]] = defaultdict(dict)  # fold folder -> task -> its oof.csv
     for task, (files, _) in sources.items():
@@ -104,9 +112,15 @@ def repredict_oof(
     prepared: dict[str, PreparedData] = {}
     for fold, files in by_fold.items():
         rows = {task: read_oof_file(f, task, sources[task][1]) for task, f in files.items()}
-        probs = predict_fold(cfg, files, rows, views, data_dir, prepared)
+        probs = predict_fold(cfg, files, rows, views, data_dir, prepared, age_cuts)
         for task, frame in rows.items():
             frame[prob_columns(TASKS[task].num_classes)] = probs[task]
+            if age_cuts is not None and task == "age":
+                if AGE not in frame.columns:
+                    raise DataError(
+                        f"{files[task]}: no age column to label the age groups at {list(age_cuts)}: {RERUN_FOR_AGE}"
+                    )
+                frame["label"] = age_group(frame[AGE], age_cuts)
             parts[task][files[task]] = frame
         log.info("re-predicted %s: %s, %d view(s)", fold, ", ".join(files), len(views))
     return {task: join_oof(p, task) for task, p in parts.items()}
@@ -134,23 +148,30 @@ def print_oof(report: dict) -> None:
 
 
 def write_oof_report(
-    cfg: Config, exp_dir: Path, folds: list[str] | None = None, tta: str = "none", data_dir: str | None = None
+    cfg: Config,
+    exp_dir: Path,
+    folds: list[str] | None = None,
+    tta: str = "none",
+    data_dir: str | None = None,
+    age_cuts: tuple[int, int] | None = None,
 ) -> dict:
     """Score the out-of-fold predictions of ``folds`` (default: the k-fold runs); write oof_scores.json (which
     says the TTA used) and oof_confusion.png, and log them to W&B when it is on. ``tta="none"`` reads the
     oof.csv files; ``"flip"`` re-predicts each fold's validation images with its best.ckpt in both views (from
-    the data at ``data_dir``, default the checkpoints' data.dir), as the submission predicts eval/."""
+    the data at ``data_dir``, default the checkpoints' data.dir), as the submission predicts eval/.
+    ``age_cuts``: ordinal age heads re-predicted with their groups at these cuts (scored at them, and at the
+    competition's)."""
     if folds and FULL in folds:
         raise ConfigError(
             "--oof with --folds naming full: the full run trains on every image and has no out-of-fold predictions; "
             "leave full out of --folds"
         )
     png = exp_dir / OOF_CONFUSION
-    if tta == "none":
+    if tta == "none" and age_cuts is None:
         report = score_oof(exp_dir, png, folds)
     else:
-        frames = repredict_oof(cfg, exp_dir, folds, TTA_VIEWS[tta], data_dir)
-        report = score_frames(frames, oof_age_cuts(exp_dir, folds), png, str(exp_dir))
+        frames = repredict_oof(cfg, exp_dir, folds, TTA_VIEWS[tta], data_dir, age_cuts)
+        report = score_frames(frames, age_cuts or oof_age_cuts(exp_dir, folds), png, str(exp_dir))
     report = {"tta": tta, **report}
     write_text_atomic(exp_dir / OOF_SCORES, json.dumps(report, indent=2))
     competition = {f"competition/{k}": report["competition"].get(k) for k in ("f1", "accuracy")}

@@ -8,42 +8,23 @@ from __future__ import annotations
 from typing import Any
 
 import pytorch_lightning as pl
-import timm
 import torch
 from torch import nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
-from configs.config import Config, config_from_dict
+from configs.config import config_from_dict
 from core.distributed import gather_shards
-from core.errors import ConfigError
 from core.tasks import side_by_side
+from lightning_modules.mixing import build_mixer, mix_batch
 from lightning_modules.optim import configure_optimizers
+from lightning_modules.ordinal import group_probs
 
 
 def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """uint8 (or 0..255 float) NCHW batch -> float32 ``(x / 255 - mean) / std``, on whatever device the
     batch is on: batches travel as uint8 (4x less to copy) and are normalised on the GPU."""
     return (images.float() - mean.view(1, -1, 1, 1) * 255.0) / (std.view(1, -1, 1, 1) * 255.0)
-
-
-def create_backbone(cfg: Config, num_classes: int) -> nn.Module:
-    """``timm.create_model`` by name (``num_classes=0``: pooled features); a clear error for an unknown name or
-    unavailable weights."""
-    name = cfg.model.backbone
-    if not timm.is_model(name):
-        raise ConfigError(f"model.backbone: timm has no model {name!r} (see timm.list_models())")
-    try:
-        return timm.create_model(
-            name, pretrained=cfg.model.pretrained, num_classes=num_classes, drop_rate=cfg.model.drop_rate
-        )
-    except Exception as exc:
-        if not cfg.model.pretrained:
-            raise
-        raise ConfigError(
-            f"model.pretrained: timm could not load weights for {name!r} ({type(exc).__name__}: {exc}); "
-            "put them in the Hugging Face cache or set model.pretrained=false"
-        ) from None
 
 
 class ClassifierModule(pl.LightningModule):
@@ -67,6 +48,9 @@ class ClassifierModule(pl.LightningModule):
         # statistics are in the hyperparameters)
         self.register_buffer("pixel_mean", torch.tensor(mean, dtype=torch.float32), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(std, dtype=torch.float32), persistent=False)
+        self.ordinal_age = self.cfg.model.age_head == "ordinal"
+        self.age_cuts = tuple(self.cfg.data.age_cuts)  # an ordinal age head's groups: settable after training
+        self.mixer = build_mixer(self.cfg.augment)  # MixUp/CutMix of training batches, None when off
 
     def init_heads(self, sizes: dict[str, int], weights: dict[str, float], scored_classes: int) -> None:
         """The heads (name -> classes, in :meth:`probabilities`' column order), their loss weights, and the
@@ -103,6 +87,10 @@ class ClassifierModule(pl.LightningModule):
         """The part that ``trainer.compile`` compiles."""
         raise NotImplementedError
 
+    def features_of(self, images: torch.Tensor) -> torch.Tensor:
+        """The backbone's pooled features ``(N, D)`` of normalised images (what the heads read)."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ the shared model
 
     def head_logits(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -112,13 +100,25 @@ class ClassifierModule(pl.LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         return self.head_logits_of(images)
 
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The backbone's pooled features ``(N, D)`` for a batch of raw pixels: an embedding of the image's
+        appearance (used to group the photos of one person)."""
+        return self.features_of(normalize(images, self.pixel_mean, self.pixel_std))
+
     def head_slices(self) -> dict[str, slice]:
         """Where each head's probabilities sit in :meth:`probabilities`' columns."""
         return {name: slice(cols.start, cols.stop) for name, cols in side_by_side(self.sizes).items()}
 
+    def head_probs(self, name: str, logits: torch.Tensor) -> torch.Tensor:
+        """A head's probabilities over its classes: the softmax, or for an ordinal age head the groups at
+        :attr:`age_cuts` read from its ``P(age >= t)``."""
+        if name == "age" and self.ordinal_age:
+            return group_probs(logits.float().sigmoid(), self.age_cuts)
+        return logits.float().softmax(1)
+
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """Each head's softmax, side by side in :meth:`head_slices` order."""
-        return torch.cat([logits.float().softmax(1) for logits in self.head_logits(images).values()], 1)
+        """Each head's probabilities (:meth:`head_probs`), side by side in :meth:`head_slices` order."""
+        return torch.cat([self.head_probs(name, lg) for name, lg in self.head_logits(images).items()], 1)
 
     def model_step(
         self, images: torch.Tensor, targets: dict[str, torch.Tensor]
@@ -138,7 +138,10 @@ class ClassifierModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels = batch
-        loss, parts, _ = self.model_step(images, self.training_targets(labels))
+        targets = self.training_targets(labels)
+        if self.mixer is not None:
+            images, targets = mix_batch(self.mixer, images, targets, self.sizes)
+        loss, parts, _ = self.model_step(images, targets)
         n = len(labels)
         self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=n)
         self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
@@ -151,7 +154,7 @@ class ClassifierModule(pl.LightningModule):
         images, labels = batch
         targets, truth, competition = self.validation_targets(labels)
         loss, _, logits = self.model_step(images, targets)
-        probs = {name: lg.float().softmax(1) for name, lg in logits.items()}
+        probs = {name: self.head_probs(name, lg) for name, lg in logits.items()}
         self.update_scores(self.scored_probs(probs), truth, competition)
         self.update_head_scores(probs, targets)
         self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(labels), sync_dist=True)

@@ -10,6 +10,7 @@ multihead model does not), never from the folder it sits in.
 
 from __future__ import annotations
 
+import copy
 import pickle
 import zipfile
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from configs.config import config_from_dict
 from core.errors import ConfigError, DataError
 from core.tasks import MULTIHEAD
 from lightning_modules.multihead import MultiHeadModule
@@ -65,9 +67,13 @@ def model_from_checkpoint(path: str | Path, what_to_do: str) -> pl.LightningModu
     """The trained model saved at ``path``, on the CPU, in evaluation mode."""
     ckpt = read_checkpoint(path, what_to_do)
     cls = module_class(ckpt)
+    hparams = copy.deepcopy(dict(ckpt["hyper_parameters"]))
+    if isinstance(hparams["config"].get("model"), dict):  # the checkpoint holds every weight: no starting weights
+        hparams["config"]["model"].update(pretrained=False, pretrained_file=None)
     try:
-        model = cls(**ckpt["hyper_parameters"])
+        model = cls(**hparams)
         model.load_state_dict(ckpt["state_dict"])
+        model.cfg = config_from_dict(ckpt["hyper_parameters"]["config"])  # its settings as trained
     except (ConfigError, TypeError, KeyError, RuntimeError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0][:200]
         raise DataError(f"{path}: its weights do not fit its own saved settings ({reason}); {what_to_do}") from None

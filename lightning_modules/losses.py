@@ -1,7 +1,8 @@
 """Losses for one task head, built by name from :class:`LossConfig`.
 
-Every loss takes ``logits (N, C)`` and integer ``target (N,)`` and returns a scalar. Logits are cast to
-float32 first, so the losses stay exact under bf16 autocast.
+Every loss takes ``logits (N, C)`` and a ``target``: integer classes ``(N,)``, or soft ``(N, C)`` probabilities
+(what MixUp/CutMix make of two images' labels), and returns a scalar. Logits are cast to float32 first, so the
+losses stay exact under bf16 autocast.
 """
 
 from __future__ import annotations
@@ -14,12 +15,23 @@ from configs.config import LossConfig, check_loss
 from core.errors import ConfigError
 
 
+def soft(target: Tensor, num_classes: int) -> Tensor:
+    """``target`` as ``(N, C)`` float probabilities: one-hot for integer classes, as it is for soft targets."""
+    if target.is_floating_point():
+        return target.float()
+    return F.one_hot(target, num_classes).float()
+
+
 def _check_shapes(logits: Tensor, target: Tensor, num_classes: int, name: str) -> None:
     if logits.ndim != 2 or logits.shape[1] != num_classes:
         raise ValueError(
             f"{name} was built for {num_classes} classes but got logits of shape {tuple(logits.shape)}; "
             "build the loss with the task's class count"
         )
+    if target.is_floating_point():
+        if target.shape != logits.shape:
+            raise ValueError(f"{name}: soft targets of shape {tuple(target.shape)} for logits {tuple(logits.shape)}")
+        return
     if not target.is_cuda and ((target < 0) | (target >= num_classes)).any():  # no GPU sync per step
         raise ValueError(
             f"{name} was built for {num_classes} classes but got targets in [{int(target.min())}, {int(target.max())}]"
@@ -38,13 +50,16 @@ class F1Loss(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         _check_shapes(logits, target, self.num_classes, "F1Loss")
-        probs = logits.float().softmax(dim=1)
-        one_hot = F.one_hot(target, self.num_classes).to(probs.dtype)
-        tp = (probs * one_hot).sum(dim=0)
-        fp = (probs * (1 - one_hot)).sum(dim=0)
-        fn = ((1 - probs) * one_hot).sum(dim=0)
-        f1 = 2 * tp / (2 * tp + fp + fn + self.eps)
-        return 1 - f1.mean()
+        return soft_f1_loss(logits.float().softmax(dim=1), soft(target, self.num_classes), self.eps)
+
+
+def soft_f1_loss(probs: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
+    """1 - the batch's soft macro F1 of ``probs`` against ``target`` probabilities, both ``(N, C)``."""
+    tp = (probs * target).sum(dim=0)
+    fp = (probs * (1 - target)).sum(dim=0)
+    fn = ((1 - probs) * target).sum(dim=0)
+    f1 = 2 * tp / (2 * tp + fp + fn + eps)
+    return 1 - f1.mean()
 
 
 class CrossEntropy(nn.Module):
@@ -85,11 +100,12 @@ class FocalLoss(nn.Module):
         self.register_buffer("weight", weight)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        log_p = logits.float().log_softmax(dim=1).gather(1, target[:, None]).squeeze(1)
-        loss = -((1 - log_p.exp()) ** self.gamma) * log_p
+        log_p = logits.float().log_softmax(dim=1)
+        q = soft(target, logits.shape[1])
+        loss = -(q * (1 - log_p.exp()) ** self.gamma * log_p).sum(1)
         if self.weight is None:
             return loss.mean()
-        w = self.weight[target]
+        w = q @ self.weight
         return (w * loss).sum() / w.sum()
 
 
@@ -111,6 +127,10 @@ class GaussianLoss(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         _check_shapes(logits, target, self.num_classes, "GaussianLoss")
+        if target.is_floating_point():  # mixed targets: each class's share smoothed over its neighbours
+            classes = torch.arange(self.num_classes, device=target.device)
+            kernel = gaussian_targets(classes, self.num_classes, self.sigma)
+            return self.ce(logits, target.float() @ kernel)
         return self.ce(logits, gaussian_targets(target, self.num_classes, self.sigma))
 
 

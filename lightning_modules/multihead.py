@@ -3,7 +3,8 @@ trained together with a weighted sum of the heads' losses, on the shared
 :class:`~lightning_modules.base.ClassifierModule`.
 
 Batches carry ``(images, labels)`` with ``labels[:, 0..2]`` = mask, gender, age group (and in validation
-``labels[:, 3]``: the age group at the competition's cuts). The model is scored as the competition is:
+``labels[:, 3]``: the age group at the competition's cuts; with the ordinal age head the rows end with the
+person's age). The model is scored as the competition is:
 ``val/f1`` is the 18-class macro F1 of the three heads combined, as ``predict.py`` combines them. Its
 checkpoints feed ``predict.py`` like the three separate models' do.
 """
@@ -18,8 +19,10 @@ from torchmetrics.classification import MulticlassF1Score
 
 from configs.config import Config
 from core.tasks import CLASS18, MULTIHEAD_TASK, NUM_CLASSES, TASK_NAMES, TASKS, class18, joint_probs
-from lightning_modules.base import ClassifierModule, create_backbone
+from lightning_modules.base import ClassifierModule
 from lightning_modules.losses import build_loss
+from lightning_modules.ordinal import OrdinalHead, build_ordinal_loss, cumulative_targets, group_probs
+from lightning_modules.weights import create_backbone
 
 
 def head_sizes(cfg: Config) -> dict[str, int]:
@@ -49,12 +52,15 @@ class MultiHeadModule(ClassifierModule):
         self.heads = nn.ModuleDict({name: nn.Linear(features, n) for name, n in sizes.items()})
         mh = self.cfg.multihead
         counts = class_counts or {}
+        losses = {name: getattr(mh, f"{name}_loss") or self.cfg.loss for name in sizes}
         self.criteria = nn.ModuleDict(
-            {
-                name: build_loss(getattr(mh, f"{name}_loss") or self.cfg.loss, n, name, counts.get(name))
-                for name, n in sizes.items()
-            }
+            {name: build_loss(losses[name], n, name, counts.get(name)) for name, n in sizes.items() if name != "age"}
         )
+        if self.ordinal_age:
+            self.heads["age"] = OrdinalHead(features)
+            self.criteria["age"] = build_ordinal_loss(losses["age"], self.age_cuts)
+        else:
+            self.criteria["age"] = build_loss(losses["age"], sizes["age"], "age", counts.get("age"))
         self.init_heads(sizes, {name: getattr(mh, f"{name}_weight") for name in sizes}, NUM_CLASSES)
         self.head_f1 = nn.ModuleDict({name: MulticlassF1Score(n, average="macro") for name, n in sizes.items()})
 
@@ -72,8 +78,13 @@ class MultiHeadModule(ClassifierModule):
     def backbone_module(self) -> nn.Module:
         return self.backbone
 
+    def features_of(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone(images)
+
     def training_targets(self, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         targets = {name: labels[:, i] for i, name in enumerate(TASK_NAMES)}
+        if self.ordinal_age:  # the rows end with the person's age
+            targets["age"] = cumulative_targets(labels[:, -1])
         if CLASS18 in self.sizes:
             targets[CLASS18] = class18(labels[:, 0], labels[:, 1], labels[:, 2])
         return targets
@@ -88,7 +99,10 @@ class MultiHeadModule(ClassifierModule):
 
     def update_head_scores(self, probs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> None:
         for name in self.sizes:
-            self.head_f1[name].update(probs[name].argmax(1), targets[name])
+            target = targets[name]
+            if target.is_floating_point():  # the ordinal head's P(age >= t): its group at the model's cuts
+                target = group_probs(target, self.age_cuts).argmax(1)
+            self.head_f1[name].update(probs[name].argmax(1), target)
 
     def on_validation_epoch_end(self) -> None:
         heads = {f"val/f1_{name}": metric.compute() for name, metric in self.head_f1.items()}

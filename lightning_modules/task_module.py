@@ -1,5 +1,6 @@
 """One LightningModule for every task (mask, gender or age): a timm backbone with a head sized to the task's
-classes, on the shared :class:`~lightning_modules.base.ClassifierModule`."""
+classes (or for ``model.age_head=ordinal`` the ordinal age head), on the shared
+:class:`~lightning_modules.base.ClassifierModule`."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import torch
 from torch import nn
 
 from core.tasks import TASKS
-from lightning_modules.base import ClassifierModule, create_backbone
+from lightning_modules.base import ClassifierModule
 from lightning_modules.losses import build_loss
+from lightning_modules.ordinal import OrdinalHead, build_ordinal_loss, cumulative_targets
+from lightning_modules.weights import create_backbone
 
 
 class TaskModule(ClassifierModule):
@@ -31,8 +34,14 @@ class TaskModule(ClassifierModule):
         self.save_hyperparameters()
         self.task = TASKS[task]
         n = self.task.num_classes
-        self.model = create_backbone(self.cfg, n)  # timm's own classifier is the head
-        self.criterion = build_loss(self.cfg.loss, n, task, class_counts)
+        self.ordinal_task = self.ordinal_age and task == "age"
+        if self.ordinal_task:  # pooled features into the ordinal head
+            self.model = create_backbone(self.cfg, 0)
+            self.ordinal = OrdinalHead(self.model.num_features)
+            self.criterion = build_ordinal_loss(self.cfg.loss, self.age_cuts)
+        else:
+            self.model = create_backbone(self.cfg, n)  # timm's own classifier is the head
+            self.criterion = build_loss(self.cfg.loss, n, task, class_counts)
         self.init_heads({task: n}, {task: 1.0}, n)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -40,6 +49,8 @@ class TaskModule(ClassifierModule):
         return self.head_logits(images)[self.task.name]
 
     def head_logits_of(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.ordinal_task:
+            return {self.task.name: self.ordinal(self.model(images))}
         return {self.task.name: self.model(images)}
 
     def losses(self) -> dict[str, nn.Module]:
@@ -48,11 +59,20 @@ class TaskModule(ClassifierModule):
     def backbone_module(self) -> nn.Module:
         return self.model
 
+    def features_of(self, images: torch.Tensor) -> torch.Tensor:
+        if self.ordinal_task:
+            return self.model(images)
+        return self.model.forward_head(self.model.forward_features(images), pre_logits=True)
+
     def training_targets(self, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.ordinal_task:  # rows (age group, age)
+            return {self.task.name: cumulative_targets(labels[:, -1])}
         return {self.task.name: labels}
 
     def validation_targets(self, labels: torch.Tensor):
-        return {self.task.name: labels[:, 0]}, labels[:, 0], labels[:, 1]
+        # rows (label, label at the competition's cuts[, age for the ordinal head])
+        target = cumulative_targets(labels[:, 2]) if self.ordinal_task else labels[:, 0]
+        return {self.task.name: target}, labels[:, 0], labels[:, 1]
 
     def scored_probs(self, probs: dict[str, torch.Tensor]) -> torch.Tensor:
         return probs[self.task.name]

@@ -29,6 +29,9 @@ NOISE = "noise"  # <exp>/noise/: the noise finder's reports
 SUBMISSION = "submission.csv"  # <exp>/submission.csv, with <stem>_probs.csv and <stem>_report.json beside it
 OOF_SCORES = "oof_scores.json"  # <exp>/oof_scores.json: the out-of-fold report
 OOF_CONFUSION = "oof_confusion.png"
+CALIBRATION = "calibration.json"  # <exp>/calibration.json: predict.py --calibrate's per-class offsets
+COMPARE = "compare"  # <runs_dir>/compare/<A>_vs_<B>/: python -m analysis compare's outputs
+COMPARE_CSV, COMPARE_PNG = "compare.csv", "compare.png"
 
 # oof.csv: these columns, then ``age`` (the person's raw age), then ``prob_0`` .. ``prob_<k-1>``
 KEY = ["person", "stem"]  # one image

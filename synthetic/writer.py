@@ -159,9 +159,11 @@ def generate(
         )
         g, a = GENDERS[e_gender[idx]], int(age_group(e_age[idx], COMPETITION_AGE_CUTS))
         answers += [
-            (n, int(class18(MASK_FILES[s], g, a)), MASK_FILES[s], g, a) for s, n in zip(MASK_STEMS, names, strict=True)
+            (n, int(class18(MASK_FILES[s], g, a)), MASK_FILES[s], g, a, idx)
+            for s, n in zip(MASK_STEMS, names, strict=True)
         ]
-    answers = pd.DataFrame(answers, columns=["ImageID", "ans", "mask", "gender", "age_group"])
+    # person: which of the eval people the photo shows (the competition does not say; scoring person grouping does)
+    answers = pd.DataFrame(answers, columns=["ImageID", "ans", "mask", "gender", "age_group", "person"])
     answers = answers.iloc[erng.permutation(len(answers))].reset_index(drop=True)
     n_hidden_eval = max(1, round(0.001 * len(answers))) if len(answers) else 0
     hidden_eval = [answers["ImageID"].iloc[int(i)] for i in erng.choice(len(answers), n_hidden_eval, False)]

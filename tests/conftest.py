@@ -127,3 +127,19 @@ def offline_wandb_records(run_dir: Path) -> bytes:
 
     wandb.teardown()
     return next(run_dir.glob("run-*.wandb")).read_bytes()
+
+
+@pytest.fixture(scope="session")
+def multihead_experiment(synthetic, tmp_path_factory) -> Path:
+    """A multihead experiment ``mhx`` on the ``synthetic`` set, folds 0 and 1 of 2, one short epoch each (a third
+    of the training batches): its runs_dir, holding out-of-fold predictions and checkpoints for the tests of the
+    prediction options. Trained once per test session."""
+    import train  # here, not at the top: most test files never need Lightning's start-up
+
+    tmp = tmp_path_factory.mktemp("mhx")
+    for fold in (0, 1):
+        cfg = quick_cfg(
+            synthetic, tmp, "data.n_folds=2", "trainer.max_epochs=1", "trainer.limit_train_batches=0.34", "exp=mhx"
+        )
+        train.train(cfg, "multihead", fold)
+    return tmp / "runs"

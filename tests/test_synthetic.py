@@ -79,10 +79,14 @@ def test_quirks_present(data):
 def test_eval_answers_follow_the_class_formula(data):
     truth = pd.read_csv(data / "truth" / "eval_answers.csv")
     info = pd.read_csv(data / "eval" / "info.csv")
-    assert list(truth.columns) == ["ImageID", "ans", "mask", "gender", "age_group"]
+    assert list(truth.columns) == ["ImageID", "ans", "mask", "gender", "age_group", "person"]
     assert list(truth["ImageID"]) == list(info["ImageID"])
     assert (truth["ans"] == truth["mask"] * 6 + truth["gender"] * 3 + truth["age_group"]).all()
     assert truth["ans"].between(0, 17).all() and (truth["mask"] == 0).sum() == 5 * 10
+    # each eval person's 7 photos, one person each: what the person grouping of predict.py is scored against
+    photos = truth.groupby("person")
+    assert (photos.size() == 7).all() and (photos[["gender", "age_group"]].nunique() == 1).all().all()
+    assert sorted(photos.groups) == list(range(len(truth) // 7))
 
 
 def test_planted_noise_matches_the_files(data):

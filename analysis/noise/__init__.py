@@ -1,87 +1,117 @@
 """Find likely label errors and outlier photos in an experiment's out-of-fold predictions.
 
-    python -m analysis.noise --exp NAME [--runs-dir runs] [--data-dir DIR] [--top N] [--out DIR] [--wandb MODE]
+    python -m analysis.noise --exp NAME [--runs-dir runs] [--data-dir DIR] [--top N] [--out DIR]
+        [--thresholds {adaptive,fixed}] [--min-confidence C] [--wandb MODE]
 
 Reads ``runs/<exp>/<task>/fold<k>/oof.csv`` of the mask, gender and age models (any subset; the missing
 ones are named) and writes into ``runs/<exp>/noise/`` (or ``--out``):
 
-- ``suspects.csv``: person, image, task, given, predicted, confidence, reason, kind (gender, age,
-  mask_swap, outlier), most suspicious first;
-- ``suspects.png``: a contact sheet of the top ``--top`` suspects, given and predicted labels on each;
-- ``corrections-draft.yaml``: the suspects as a corrections file in the format of
+- ``suspects.csv``: the ranking, every unit of every kind (person, image, kind, task, given, suggested,
+  confidence, threshold, score, flag, reason), the strongest contradiction first: a reviewer can take the
+  top N of a kind whatever the flags say. Units: a person for gender and age, a person's incorrect_mask/
+  normal pair for mask_swap, a photo for outlier;
+- ``suspects.png``: a contact sheet of the top ``--top`` of the ranking, flagged or not (flagged ones
+  framed in red), given and suggested labels on each;
+- ``corrections-draft.yaml``: the flagged units as a corrections file in the format of
   :mod:`datamodules.relabel` (gender flips, age fixes, swap_incorrect_normal, exclude_images for
   outliers). Review and edit it, then train with ``--set 'data.relabel=[path/to/corrections-draft.yaml]'``;
 - ``truth-scores.json``, for a synthetic set (its ``truth/noise.csv``): person-level precision and recall
-  per planted error kind, also printed.
+  of the flags per planted error kind, and the recall within the top 2 x planted of the ranking, also
+  printed. A kind the finder does not know stops it with the kinds it knows.
 
 The images come from the experiment's data directory (its saved ``config.yaml``, or ``--data-dir``);
 without it the finder still ranks, but draws no contact sheet and uses the models alone.
 
-Decision rule. Every photo's probability is clipped to [0.01, 0.99] (no single photo counts as surer
-than 99%), and each kind of suspect gets a confidence in [0, 1]; a suspect is reported when its
-confidence is at least ``MIN_CONFIDENCE`` = 0.9 (``--min-confidence``):
+Evidence. Every photo's probability is clipped to [0.01, 0.99] (no single photo counts as surer than 99%).
 
-- gender, age (a person): the person's probability of each label is the normalised geometric mean of
-  their photos' probabilities (the mean log-probability: the photos of one person are one piece of
-  evidence seen several times, so they are averaged, not multiplied). The person is a suspect when the
-  best label is not the given one; the confidence is its probability (0.9: the photos favour it 9 to 1
-  over the given gender). Age also needs the given age to lie ``AGE_MARGIN_YEARS`` = 5 years or more
-  outside the predicted group: models disagree with ages near a cut as a matter of course, and moving a
-  person across a cut they sit on changes little. The suggested age is the nearest one in that group.
+- gender, age (a person): the person's probability of each label is the normalised geometric mean of their
+  photos' probabilities (the mean log-probability: the photos of one person are one piece of evidence seen
+  several times, so they are averaged, not multiplied). The suggestion is the best label other than the
+  given one; for age, only a group the given age lies ``AGE_MARGIN_YEARS`` = 5 years or more outside of
+  (models disagree with ages near a cut as a matter of course, and moving a person across a cut they sit
+  on changes little). The suggested age is the nearest one in that group.
 - mask_swap (an ``incorrect_mask``/``normal`` pair): the two photos are judged jointly, "as labelled"
   against "swapped"; the confidence is P(swapped) from the product of both photos' probabilities, so one
   doubtful photo alone is never a swap.
-- outlier (a photo), two reasons: the mask model gives its given mask state less than 10% (confidence
-  1 - p(given)); or the photo is unusual on the whole: four surprises (its given mask state, how far its
-  gender and its age predictions disagree with the person's other photos, and how unlike those photos it
-  looks, from 12x16 thumbnails) each become a rank p-value among all photos, Fisher's method combines
-  them (as if independent), and the confidence is 1 - N * p, N the number of photos (Bonferroni: at 0.9,
-  about 0.1 photos of the whole set would look this unusual by chance). The photos of a flagged swap are
-  explained by the swap and are not outliers.
+- outlier (a photo), two reasons: the mask model contradicts its given mask state; or the photo is
+  unusual on the whole: four surprises (its given mask state, how far its gender and its age predictions
+  disagree with the person's other photos, and how unlike those photos it looks, from 12x16 thumbnails)
+  each become a rank p-value among all photos, Fisher's method combines them (as if independent), and the
+  confidence is (1 - p) ** N, N the number of photos (Sidak; about 1 - N * p: at 0.9, about 0.1 photos of
+  the whole set would look this unusual by chance). The photos of a flagged swap are explained by the swap
+  and are not flagged as outliers.
 
-The confidences of different kinds are alike in meaning, not calibrated against each other: read the
-ranking within a kind first.
+Decision (``--thresholds``, :mod:`analysis.noise.thresholds`). ``adaptive`` (the default): the thresholds
+come from the out-of-fold probabilities, as confident learning sets them: per task and class, the mean
+probability of the class over the units given it (photos pooled per person for gender and age; photos for
+the mask state; pairs for swaps, where "swapped" takes the threshold of "as given"), at most
+``--min-confidence``; the calibrated confident joint estimates how many units of each (given, suggested)
+cell are wrong, and that many of the cell's top-scored units are flagged, where the suggestion is also the
+model's most probable label. ``fixed``: one cut, ``MIN_CONFIDENCE`` = 0.9 (``--min-confidence``), for every
+rule (the finder's rule before the adaptive one: a suspect is flagged when its confidence reaches it). The
+unusual-photo test keeps ``--min-confidence`` in both modes: a level of significance, not a model's
+confidence.
 
-The modules: ``reading`` (the experiment's predictions, config and data), ``rules`` (the person-level rules
-and :func:`find_suspects`), ``outliers``, ``outputs`` (draft, contact sheet, W&B), ``truth`` (a synthetic
-set's planted errors), ``finder`` (the run and the command line).
+Ranking. ``score`` = how far the confidence is past its threshold, as a share of the way from the threshold
+to certainty (1) above it, or to zero (-1) below it (0 at the threshold): within a class it orders as the
+confidence, and it puts classes and kinds with different thresholds on one scale. The scores of different
+kinds are alike in meaning, not calibrated against each other: read the ranking within a kind first.
+
+The modules: ``reading`` (the experiment's predictions, config and data), ``suspects`` (the columns and
+constants), ``thresholds`` (the decision), ``rules`` (the person-level rules), ``outliers``, ``ranking``
+(:func:`find_suspects`, every kind), ``outputs`` (draft, contact sheet, W&B), ``truth`` (a synthetic set's
+planted errors), ``finder`` (the run), ``command`` (the command line).
 """
 
-from analysis.noise.finder import main, run_finder
-from analysis.noise.outliers import photo_scores
-from analysis.noise.outputs import DRAFT_NAME, SHEET_NAME, check_draft, draft_corrections, log_wandb
-from analysis.noise.rules import (
-    age_suspects,
-    find_suspects,
-    gender_suspects,
-    mask_swap_suspects,
-    person_posteriors,
-    swap_pairs,
+from analysis.noise.command import main
+from analysis.noise.finder import run_finder
+from analysis.noise.outliers import outlier_suspects, photo_scores
+from analysis.noise.outputs import DRAFT_NAME, SHEET_NAME, SUSPECTS_NAME, check_draft, draft_corrections, log_wandb
+from analysis.noise.ranking import find_suspects
+from analysis.noise.rules import age_suspects, gender_suspects, mask_swap_suspects, person_posteriors, swap_pairs
+from analysis.noise.suspects import (
+    ADAPTIVE,
+    AGE_MARGIN_YEARS,
+    FIXED,
+    MIN_CONFIDENCE,
+    PROB_FLOOR,
+    SUSPECT_COLUMNS,
+    THRESHOLD_MODES,
+    scaled_score,
 )
-from analysis.noise.suspects import AGE_MARGIN_YEARS, MIN_CONFIDENCE, PROB_FLOOR, SUSPECT_COLUMNS
-from analysis.noise.truth import TRUTH_SCORES_NAME, read_disputed, read_truth, score_suspects
+from analysis.noise.thresholds import class_thresholds, judge
+from analysis.noise.truth import TOP_FACTOR, TRUTH_SCORES_NAME, read_disputed, read_truth, score_suspects
 
 __all__ = [
+    "ADAPTIVE",
     "AGE_MARGIN_YEARS",
     "DRAFT_NAME",
+    "FIXED",
     "MIN_CONFIDENCE",
     "PROB_FLOOR",
     "SHEET_NAME",
+    "SUSPECTS_NAME",
     "SUSPECT_COLUMNS",
+    "THRESHOLD_MODES",
+    "TOP_FACTOR",
     "TRUTH_SCORES_NAME",
     "age_suspects",
     "check_draft",
+    "class_thresholds",
     "draft_corrections",
     "find_suspects",
     "gender_suspects",
+    "judge",
     "log_wandb",
     "main",
     "mask_swap_suspects",
+    "outlier_suspects",
     "person_posteriors",
     "photo_scores",
     "read_disputed",
     "read_truth",
     "run_finder",
+    "scaled_score",
     "score_suspects",
     "swap_pairs",
 ]

@@ -2,6 +2,6 @@
 
 import sys
 
-from analysis.noise.finder import main
+from analysis.noise.command import main
 
 sys.exit(main())

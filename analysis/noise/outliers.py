@@ -1,5 +1,6 @@
 """Outlier photos: each photo's surprises (its mask label, its disagreement with the person's other photos,
-how unlike them it looks), combined into one confidence, and the photos it flags."""
+how unlike them it looks), combined into one confidence; the mask model's contradiction of the photo's
+mask label; every photo ranked by the stronger of the two, and the photos they flag."""
 
 from __future__ import annotations
 
@@ -9,12 +10,24 @@ from PIL import Image
 from scipy.stats import chi2
 from tqdm.auto import tqdm
 
-from analysis.noise.suspects import MIN_CONFIDENCE, PROB_FLOOR, SUSPECT_COLUMNS, log_probs, softmax
+from analysis.noise.suspects import (
+    ADAPTIVE,
+    FIXED,
+    MIN_CONFIDENCE,
+    PROB_FLOOR,
+    SUSPECT_COLUMNS,
+    log_probs,
+    ranked,
+    scaled_score,
+    softmax,
+)
+from analysis.noise.thresholds import judge, thresholds_by_name
 from core.tasks import TASK_NAMES, TASKS
 from rundir.layout import KEY, prob_columns
 
 THUMB_SIZE = (12, 16)  # width, height of the thumbnails compared within a person
 MASK_CLASSES = TASKS["mask"].num_classes
+FEATURES = ("mask_surprise", "gender_disagreement", "age_disagreement", "looks_unlike")  # a photo's surprises
 
 
 def _loo_agreement(frame: pd.DataFrame, task: str, keys: pd.MultiIndex) -> pd.Series:
@@ -68,7 +81,8 @@ def _rank_pvalue(x: pd.Series) -> pd.Series:
 
 
 def photo_scores(frames: dict[str, pd.DataFrame], files: dict | None = None, progress: bool = True) -> pd.DataFrame:
-    """Per photo: the surprises, their Fisher combination and the outlier confidence (1 - N * p)."""
+    """Per photo: the surprises, their Fisher combination and the outlier confidence: (1 - p) ** N, the chance
+    that none of the N photos is this unusual by luck (Sidak; about 1 - N * p near 1)."""
     base = next(frames[t] for t in TASK_NAMES if t in frames)
     keys = pd.MultiIndex.from_frame(base[KEY])
     out = pd.DataFrame(index=keys)
@@ -83,27 +97,50 @@ def photo_scores(frames: dict[str, pd.DataFrame], files: dict | None = None, pro
             out[f"{task}_disagreement"] = _loo_agreement(frames[task], task, keys).to_numpy()
     if files:
         out["looks_unlike"] = appearance_distance(keys, files, progress).to_numpy()
-    features = [c for c in ("mask_surprise", "gender_disagreement", "age_disagreement", "looks_unlike") if c in out]
+    features = [c for c in FEATURES if c in out]
     pvals = pd.DataFrame({c: _rank_pvalue(out[c]) for c in features}, index=keys)
     stat = (-2 * np.log(pvals)).sum(axis=1, skipna=True).to_numpy()
     dof = 2 * pvals.notna().sum(axis=1).to_numpy()
     p = np.where(dof > 0, chi2.sf(stat, np.maximum(dof, 1)), 1.0)
     out["fisher_p"] = p
-    out["outlier_confidence"] = np.clip(1 - len(out) * p, 0, 1)
+    out["outlier_confidence"] = np.exp(len(out) * np.log1p(-np.minimum(p, 1 - 1e-12)))
     return out
 
 
-def _heads_text(frames: dict[str, pd.DataFrame], key: tuple[str, str], which: str) -> str:
-    parts = []
+def _heads(frames: dict[str, pd.DataFrame], keys: pd.MultiIndex) -> tuple[list[str], list[str]]:
+    """Per photo: its given labels and each head's most probable label, "mask, gender, age"."""
+    given, best = [], []
     for task in TASK_NAMES:
         if task in frames:
-            f = frames[task]
-            row = f[(f["person"] == key[0]) & (f["stem"] == key[1])]
-            if len(row):
-                k = TASKS[task].num_classes
-                c = int(row["label"].iloc[0]) if which == "given" else int(row[prob_columns(k)].to_numpy().argmax())
-                parts.append(TASKS[task].classes[c])
-    return ", ".join(parts)
+            f = frames[task].set_index(KEY).reindex(keys)
+            names = np.array([*TASKS[task].classes, ""])
+            known = f["label"].notna().to_numpy()
+            label = np.where(known, f["label"].fillna(0).to_numpy(int), -1)
+            top = np.where(known, f[prob_columns(TASKS[task].num_classes)].fillna(0).to_numpy().argmax(1), -1)
+            given.append(names[label])
+            best.append(names[top])
+    join = lambda parts: [", ".join(x for x in row if x) for row in zip(*parts, strict=True)]  # noqa: E731
+    return join(given), join(best)
+
+
+def _mask_verdict(mask: pd.DataFrame, keys: pd.MultiIndex, mode: str, cut: float):
+    """The mask model against each photo's mask label: (present, suggestion, confidence, threshold, score,
+    flag, thresholds). The fixed cut keeps its rule: 1 - p(given) >= cut."""
+    m = mask.set_index(KEY).reindex(keys)
+    present = m["label"].notna().to_numpy()
+    p = np.clip(m[prob_columns(MASK_CLASSES)].fillna(1.0).to_numpy(float), PROB_FLOOR, 1.0)
+    p = p / p.sum(1, keepdims=True)
+    labels = m["label"].fillna(0).to_numpy(int)
+    v = judge(p[present], labels[present], mode, cut)
+    out = [np.zeros(len(keys), int), np.zeros(len(keys)), np.full(len(keys), cut), np.full(len(keys), -1.0)]
+    flag = np.zeros(len(keys), bool)
+    if mode == FIXED:  # as the finder always did: the probability against the given state
+        conf = 1 - p[present, labels[present]]
+        v.confidence, v.score, v.flag = conf, scaled_score(conf, cut), conf >= cut
+    for arr, new in zip(out, (v.suggestion, v.confidence, v.threshold, v.score), strict=True):
+        arr[present] = new
+    flag[present] = v.flag
+    return present, *out, flag, v.thresholds
 
 
 def outlier_suspects(
@@ -111,49 +148,58 @@ def outlier_suspects(
     scores: pd.DataFrame,
     explained: set[tuple[str, str]] = frozenset(),
     min_confidence: float = MIN_CONFIDENCE,
+    mode: str = ADAPTIVE,
 ) -> pd.DataFrame:
-    """Photos whose given mask state the mask model contradicts, and photos unusual on the whole."""
-    rows = []
-    mask = frames.get("mask")
-    contradicted = {}
-    if mask is not None:
-        p = np.clip(mask[prob_columns(MASK_CLASSES)].to_numpy(float), PROB_FLOOR, 1.0)
-        p = p / p.sum(1, keepdims=True)
-        conf = 1 - p[np.arange(len(mask)), mask["label"].to_numpy()]
-        for i in np.flatnonzero(conf >= min_confidence):
-            contradicted[(mask["person"].iat[i], mask["stem"].iat[i])] = (conf[i], int(p[i].argmax()))
-    unusual = scores.index[scores["outlier_confidence"] >= min_confidence]
-    names = TASKS["mask"].classes
-    for key in sorted(set(contradicted) | set(unusual)):
-        if key in explained:
-            continue
-        reasons, confidence, task = [], 0.0, "all"
-        if key in contradicted:
-            c, pred = contradicted[key]
-            given = names[int(mask.loc[(mask["person"] == key[0]) & (mask["stem"] == key[1]), "label"].iloc[0])]
-            reasons.append(f"mask model says {names[pred]} ({c:.3f}), labelled {given}")
-            confidence, task = c, "mask"
-        if key in unusual:
-            s = scores.loc[key]
-            detail = [
-                f"{c.replace('_', ' ')} {s[c]:.2f}"
-                for c in scores.columns
-                if c.endswith(("surprise", "agreement", "unlike")) and pd.notna(s[c])
-            ]
-            reasons.append(f"unusual photo, 1 - N*p {s['outlier_confidence']:.3f} ({', '.join(detail)})")
-            if s["outlier_confidence"] > confidence:
-                confidence, task = float(s["outlier_confidence"]), "all"
-        image = scores.loc[key, "image"] if key in scores.index else key[1]
-        rows.append(
-            (
-                key[0],
-                image,
-                task,
-                _heads_text(frames, key, "given"),
-                _heads_text(frames, key, "predicted"),
-                confidence,
-                "; ".join(reasons),
-                "outlier",
-            )
-        )
-    return pd.DataFrame(rows, columns=SUSPECT_COLUMNS)
+    """Every photo, ranked: the mask model's contradiction of its mask label (thresholds per ``mode``) and
+    how unusual it is on the whole (outlier confidence against ``min_confidence`` in both modes: a level
+    of significance, not a model's confidence). Photos of a flagged swap are explained, never flagged."""
+    keys = scores.index
+    n = len(keys)
+    done = np.array([k in explained for k in keys], bool)
+    u_conf = scores["outlier_confidence"].to_numpy(float)
+    u_score = scaled_score(u_conf, min_confidence)
+    u_flag = (u_conf >= min_confidence) & ~done
+    features = [c for c in FEATURES if c in scores]
+    values = scores[features].to_numpy(float)
+    reasons = [
+        f"unusual photo, (1-p)^N {c:.3f} ("
+        + ", ".join(f"{f.replace('_', ' ')} {v:.2f}" for f, v in zip(features, row, strict=True) if v == v)
+        + ")"
+        for c, row in zip(u_conf, values, strict=True)
+    ]
+    thresholds, m_flag = {}, np.zeros(n, bool)
+    conf, thr, score, task = u_conf.copy(), np.full(n, float(min_confidence)), u_score.copy(), np.full(n, "all")
+    if "mask" in frames:
+        names = TASKS["mask"].classes
+        present, sugg, m_conf, m_thr, m_score, m_flag, t = _mask_verdict(frames["mask"], keys, mode, min_confidence)
+        m_flag &= ~done
+        thresholds["mask"] = thresholds_by_name(t, names)
+        given = frames["mask"].set_index(KEY)["label"].reindex(keys).fillna(0).to_numpy(int)
+        use = present & ((m_flag & ~u_flag) | ((m_flag == u_flag) & (m_score >= u_score)))
+        conf, thr, score = np.where(use, m_conf, conf), np.where(use, m_thr, thr), np.where(use, m_score, score)
+        task = np.where(use, "mask", task)
+        reasons = [
+            f"mask model says {names[s]} ({c:.3f}, threshold {h:.3f}), labelled {names[g]}; {r}" if ok else r
+            for ok, s, c, h, g, r in zip(present, sugg, m_conf, m_thr, given, reasons, strict=True)
+        ]
+    thresholds["outlier"] = {"unusual": float(min_confidence)}
+    conf, score = np.where(done, 0.0, conf), np.where(done, -1.0, score)
+    reasons = [f"explained by the flagged mask swap; {r}" if d else r for d, r in zip(done, reasons, strict=True)]
+    given_text, best_text = _heads(frames, keys)
+    table = pd.DataFrame(
+        {
+            "person": keys.get_level_values(0),
+            "image": scores["image"].to_numpy(),
+            "kind": "outlier",
+            "task": task,
+            "given": given_text,
+            "suggested": best_text,
+            "confidence": conf,
+            "threshold": thr,
+            "score": score,
+            "flag": m_flag | u_flag,
+            "reason": reasons,
+        },
+        columns=SUSPECT_COLUMNS,
+    )
+    return ranked(table, thresholds)

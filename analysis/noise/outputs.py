@@ -1,5 +1,5 @@
-"""What the noise finder writes besides suspects.csv: the draft corrections file, the contact sheet of the
-top suspects, and the W&B table."""
+"""What the noise finder writes besides suspects.csv: the draft corrections file (the flagged units), the
+contact sheet of the top of the ranking, and the W&B table."""
 
 from __future__ import annotations
 
@@ -28,13 +28,13 @@ SHEET_NAME = "suspects.png"
 COMMAND = "python -m analysis.noise"
 
 
-def _nearest_age(given_text: str, predicted_text: str, cuts: tuple[int, int]) -> int | None:
-    """The age in the predicted group nearest the given age (None when the given age is unknown)."""
+def _nearest_age(given_text: str, suggested_text: str, cuts: tuple[int, int]) -> int | None:
+    """The age in the suggested group nearest the given age (None when the given age is unknown)."""
     try:
         age = int(given_text.split(" ")[0])
     except ValueError:
         return None
-    group = TASKS["age"].classes.index(predicted_text.split(" ")[0])
+    group = TASKS["age"].classes.index(suggested_text.split(" ")[0])
     lo, hi = group_range(group, cuts)
     return int(min(max(age, lo), hi))
 
@@ -42,13 +42,16 @@ def _nearest_age(given_text: str, predicted_text: str, cuts: tuple[int, int]) ->
 def draft_corrections(
     suspects: pd.DataFrame, exp: str, cuts: tuple[int, int], relabel: Sequence[str] = (), draft_path: str = ""
 ) -> str:
-    """The suspects as a corrections file (datamodules/relabel.py's format), one comment of evidence each."""
+    """The flagged units as a corrections file (datamodules/relabel.py's format), one comment of evidence
+    each (a table without a ``flag`` column counts as all flagged)."""
+    if "flag" in suspects:
+        suspects = suspects[suspects["flag"].astype(bool)]
     q = json.dumps  # a JSON string is a valid double-quoted YAML string
     path = draft_path or str(exp_dir("runs", exp) / NOISE / DRAFT_NAME)
     files = ", ".join([*relabel, path])
     lines = [
         f"# Draft corrections for experiment {exp!r}, from the noise finder ({COMMAND}) on",
-        f"# {date.today().isoformat()}: {len(suspects)} suspects with confidence >= the finder's threshold.",
+        f"# {date.today().isoformat()}: the {len(suspects)} units it flagged (suspects.csv ranks every unit).",
         "# REVIEW BEFORE USE: look at suspects.png and suspects.csv beside this file, delete every entry you",
         "# do not agree with and check each suggested age (the models only tell the age group). Then train with:",
         f"#   python train.py --exp {exp}-clean --set 'data.relabel=[{files}]'",
@@ -58,20 +61,20 @@ def draft_corrections(
     for r in suspects.itertuples(index=False):
         note = f"  # {r.confidence:.3f}: {r.reason}"
         if r.kind == "gender":
-            sections["gender"].append(f"  {q(r.person)}: {r.predicted}{note}")
+            sections["gender"].append(f"  {q(r.person)}: {r.suggested}{note}")
         elif r.kind == "age":
-            age = _nearest_age(r.given, r.predicted, cuts)
+            age = _nearest_age(r.given, r.suggested, cuts)
             if age is None:
                 sections["age"].append(f"  # {q(r.person)}: AGE  {note.strip()} (given age unknown: fill in)")
             else:
-                sections["age"].append(f"  {q(r.person)}: {age}{note}; nearest age in {r.predicted}")
+                sections["age"].append(f"  {q(r.person)}: {age}{note}; nearest age in {r.suggested}")
         elif r.kind == "mask_swap":
             sections["swap_incorrect_normal"].append(f"  - {q(r.person)}{note}")
         elif r.kind == "outlier":
             ref = f"{r.person}/{image_stem(r.image)}"
             sections["exclude_images"].append(f"  - {q(ref)}{note}")
             if r.task == "mask":
-                pred = r.predicted.split(",")[0].strip()
+                pred = r.suggested.split(",")[0].strip()
                 sections["exclude_images"].append(f"    # or keep it relabelled: mask: {{{q(ref)}: {pred}}}")
     for name, entries in sections.items():
         real = [e for e in entries if not e.lstrip().startswith("#")]
@@ -110,10 +113,12 @@ def _suspect_photos(row, files: dict) -> list[tuple[str, str]]:
 
 
 def suspect_cell(row, files: dict, thumb_w: int = 96) -> Image.Image:
-    """One suspect: its photos side by side (the suspect photo first) and three lines of caption."""
+    """One ranked unit: its photos side by side (the suspect photo first) and four lines of caption; a
+    flagged unit is framed in red."""
     photos = _suspect_photos(row, files)[:3]
     thumb_h = round(thumb_w * 4 / 3)
-    cap_h, font = 46, _font(11)
+    cap_h, font = 58, _font(11)
+    flagged = bool(getattr(row, "flag", True))
     cell = Image.new("RGB", (3 * thumb_w, thumb_h + cap_h), "white")
     draw = ImageDraw.Draw(cell)
     for i, (stem, path) in enumerate(photos):
@@ -125,15 +130,21 @@ def suspect_cell(row, files: dict, thumb_w: int = 96) -> Image.Image:
         suspect = (row.kind == "outlier" and i == 0) or row.kind == "mask_swap"
         colour = "red" if suspect else "black"
         draw.text((i * thumb_w + 2, 0), stem, fill=colour, font=font)
-    text = f"{row.kind} {row.confidence:.3f}  {row.person}\ngiven: {row.given}\npredicted: {row.predicted}"
-    draw.multiline_text((2, thumb_h + 1), text, fill="black", font=font, spacing=2)
+    verdict = "FLAGGED" if flagged else "not flagged"
+    text = (
+        f"{row.kind} {verdict}, score {row.score:.2f}\n{row.person}\ngiven: {row.given}\n"
+        f"suggested: {row.suggested} ({row.confidence:.3f}, cut {row.threshold:.3f})"
+    )
+    draw.multiline_text((2, thumb_h + 1), text, fill="red" if flagged else "black", font=font, spacing=2)
+    if flagged:
+        draw.rectangle([0, 0, cell.width - 1, cell.height - 1], outline="red", width=2)
     return cell
 
 
 def contact_sheet(
     suspects: pd.DataFrame, files: dict, out_png: Path, columns: int = 4, progress: bool = True
 ) -> Path | None:
-    """The suspects' cells in a grid, most suspicious first; None when there is nothing to draw."""
+    """The units' cells in a grid, in ranking order; None when there is nothing to draw."""
     if suspects.empty or not files:
         return None
     rows = list(suspects.itertuples(index=False))
@@ -151,7 +162,7 @@ def contact_sheet(
 def log_wandb(
     cfg, mode: str, suspects: pd.DataFrame, files: dict, sheet: Path | None, summary: dict, progress: bool = True
 ) -> None:
-    """The top suspects as a W&B table with their photos (run group ``<exp>-noise``); never raises."""
+    """The top of the ranking as a W&B table with their photos (run group ``<exp>-noise``); never raises."""
     try:
         import wandb  # here, not at the top: slow to import, and only needed when W&B is on
 

@@ -1,22 +1,25 @@
-"""The decision rules for a person's labels: person posteriors, gender and age suspects, swapped
-``incorrect_mask``/``normal`` pairs, and :func:`find_suspects`, every kind ranked together."""
+"""The decision rules for a person's labels: person posteriors, the gender and age rankings, and the
+swapped ``incorrect_mask``/``normal`` pairs; each ranks every unit and flags some (see
+:mod:`analysis.noise.thresholds`)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from analysis.noise.outliers import outlier_suspects, photo_scores
 from analysis.noise.suspects import (
+    ADAPTIVE,
     AGE_MARGIN_YEARS,
+    FIXED,
     INCORRECT,
-    KINDS,
     MIN_CONFIDENCE,
     NOT_WEAR,
     SUSPECT_COLUMNS,
     log_probs,
+    ranked,
     softmax,
 )
+from analysis.noise.thresholds import class_thresholds, judge, thresholds_by_name
 from core.tasks import COMPETITION_AGE_CUTS, TASKS
 
 MASK_CLASSES = TASKS["mask"].num_classes
@@ -47,24 +50,53 @@ def group_range(group: int, cuts: tuple[int, int]) -> tuple[int, int]:
     return [(0, young - 1), (young, old - 1), (old, 120)][group]
 
 
-def gender_suspects(frame: pd.DataFrame, min_confidence: float = MIN_CONFIDENCE) -> pd.DataFrame:
+def _years_outside(age: int, group: int, cuts: tuple[int, int]) -> int:
+    lo, hi = group_range(group, cuts)
+    return max(lo - age, age - hi, 0)
+
+
+def _group_text(group: int, cuts: tuple[int, int]) -> str:
+    lo, hi = group_range(group, cuts)
+    name = TASKS["age"].classes[group]
+    return f"{name} ({lo}-{hi})" if hi < 120 else f"{name} ({lo}+)"
+
+
+def _person_table(task: str, post: pd.DataFrame, verdict, given: list[str], suggested: list[str], reasons: list[str]):
+    return pd.DataFrame(
+        {
+            "person": post.index.to_numpy(),
+            "image": "",
+            "kind": task,
+            "task": task,
+            "given": given,
+            "suggested": suggested,
+            "confidence": verdict.confidence,
+            "threshold": verdict.threshold,
+            "score": verdict.score,
+            "flag": verdict.flag,
+            "reason": reasons,
+        },
+        columns=SUSPECT_COLUMNS,
+    )
+
+
+def _favours(task: str, post: pd.DataFrame) -> list[str]:
+    names = TASKS[task].classes
+    return [
+        f"{task} model favours {names[r.pred]} on {r.agree}/{r.photos} photos (person-level {r.confidence:.3f})"
+        for r in post.itertuples(index=False)
+    ]
+
+
+def gender_suspects(frame: pd.DataFrame, min_confidence: float = MIN_CONFIDENCE, mode: str = ADAPTIVE) -> pd.DataFrame:
+    """Every person, ranked by how strongly their photos, pooled, contradict the given gender."""
     names = TASKS["gender"].classes
     post = person_posteriors(frame, "gender")
-    hits = post[(post["pred"] != post["given"]) & (post["confidence"] >= min_confidence)]
-    rows = [
-        (
-            person,
-            "",
-            "gender",
-            names[r.given],
-            names[r.pred],
-            r.confidence,
-            f"gender model favours {names[r.pred]} on {r.agree}/{r.photos} photos (person-level {r.confidence:.3f})",
-            "gender",
-        )
-        for person, r in zip(hits.index, hits.itertuples(index=False), strict=True)
-    ]
-    return pd.DataFrame(rows, columns=SUSPECT_COLUMNS)
+    probs = post[[f"p{c}" for c in range(len(names))]].to_numpy()
+    v = judge(probs, post["given"].to_numpy(), mode, min_confidence)
+    given = [names[g] for g in post["given"]]
+    table = _person_table("gender", post, v, given, [names[s] for s in v.suggestion], _favours("gender", post))
+    return ranked(table, {"gender": thresholds_by_name(v.thresholds, names)})
 
 
 def age_suspects(
@@ -73,27 +105,29 @@ def age_suspects(
     cuts: tuple[int, int] = COMPETITION_AGE_CUTS,
     min_confidence: float = MIN_CONFIDENCE,
     margin: int = AGE_MARGIN_YEARS,
+    mode: str = ADAPTIVE,
 ) -> pd.DataFrame:
-    """Age suspects; ``ages`` (person -> years) enables the margin rule and the suggested age."""
+    """Every person, ranked by how strongly their photos contradict the given age group; ``ages`` (person ->
+    years) keeps a group ``margin`` years or less from the given age from being suggested, and gives the
+    suggested age."""
     names = TASKS["age"].classes
     post = person_posteriors(frame, "age")
-    hits = post[(post["pred"] != post["given"]) & (post["confidence"] >= min_confidence)]
-    rows = []
-    for person, r in zip(hits.index, hits.itertuples(index=False), strict=True):
-        lo, hi = group_range(int(r.pred), cuts)
-        pred_text = f"{names[r.pred]} ({lo}-{hi})" if hi < 120 else f"{names[r.pred]} ({lo}+)"
-        reason = f"age model favours {names[r.pred]} on {r.agree}/{r.photos} photos (person-level {r.confidence:.3f})"
-        age = (ages or {}).get(person)
-        if age is not None:
-            outside = max(lo - age, age - hi, 0)
-            if outside < margin:
-                continue
-            given = f"{age} ({names[r.given]})"
-            reason += f"; given age {age} is {outside} years outside that group"
-        else:
-            given = names[r.given]
-        rows.append((person, "", "age", given, pred_text, r.confidence, reason, "age"))
-    return pd.DataFrame(rows, columns=SUSPECT_COLUMNS)
+    probs = post[[f"p{c}" for c in range(len(names))]].to_numpy()
+    known = [(ages or {}).get(p) for p in post.index]
+    eligible = np.array(
+        [[a is None or _years_outside(a, g, cuts) >= margin for g in range(len(names))] for a in known], bool
+    ).reshape(len(post), len(names))
+    v = judge(probs, post["given"].to_numpy(), mode, min_confidence, eligible)
+    given, suggested, reasons = [], [], _favours("age", post)
+    for i, (age, g, s) in enumerate(zip(known, post["given"], v.suggestion, strict=True)):
+        given.append(f"{age} ({names[g]})" if age is not None else names[g])
+        suggested.append(_group_text(int(s), cuts) if s >= 0 else "")
+        if s < 0:
+            reasons[i] += f"; given age {age} is within {margin} years of every other group"
+        elif age is not None:
+            reasons[i] += f"; given age {age} is {_years_outside(age, int(s), cuts)} years outside {names[s]}"
+    table = _person_table("age", post, v, given, suggested, reasons)
+    return ranked(table, {"age": thresholds_by_name(v.thresholds, names)})
 
 
 def swap_pairs(mask: pd.DataFrame) -> pd.DataFrame:
@@ -101,7 +135,7 @@ def swap_pairs(mask: pd.DataFrame) -> pd.DataFrame:
     lp = pd.DataFrame(log_probs(mask, MASK_CLASSES), index=mask.index)
     inc = mask[mask["label"] == INCORRECT].drop_duplicates("person", keep=False).set_index("person")
     nor = mask[mask["label"] == NOT_WEAR].drop_duplicates("person", keep=False).set_index("person")
-    people = inc.index.intersection(nor.index)
+    people = inc.index.intersection(nor.index).sort_values()
     empty = np.zeros((0, MASK_CLASSES))
     a = lp.loc[inc.loc[people, "row"].to_numpy()].to_numpy() if len(people) else empty
     b = lp.loc[nor.loc[people, "row"].to_numpy()].to_numpy() if len(people) else empty
@@ -119,52 +153,37 @@ def swap_pairs(mask: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def mask_swap_suspects(mask: pd.DataFrame, min_confidence: float = MIN_CONFIDENCE) -> pd.DataFrame:
-    mask = mask.reset_index(drop=True).assign(row=lambda d: d.index)
-    pairs = swap_pairs(mask)
-    hits = pairs[pairs["confidence"] >= min_confidence]
-    rows = [
-        (
-            person,
-            f"{r.image_incorrect};{r.image_normal}",
-            "mask",
-            "incorrect/not_wear",
-            "not_wear/incorrect",
-            r.confidence,
-            f"incorrect_mask looks not worn ({r.p_inc_looks_normal:.3f}) and normal looks incorrect "
-            f"({r.p_normal_looks_inc:.3f})",
-            "mask_swap",
-        )
-        for person, r in zip(hits.index, hits.itertuples(index=False), strict=True)
-    ]
-    return pd.DataFrame(rows, columns=SUSPECT_COLUMNS)
-
-
-def find_suspects(
-    frames: dict[str, pd.DataFrame],
-    ages: dict[str, int] | None = None,
-    cuts: tuple[int, int] = COMPETITION_AGE_CUTS,
-    files: dict | None = None,
-    min_confidence: float = MIN_CONFIDENCE,
-    progress: bool = True,
+def mask_swap_suspects(
+    mask: pd.DataFrame, min_confidence: float = MIN_CONFIDENCE, mode: str = ADAPTIVE
 ) -> pd.DataFrame:
-    """Every suspect of every kind, most suspicious first."""
-    parts = [pd.DataFrame(columns=SUSPECT_COLUMNS)]
-    if "gender" in frames:
-        parts.append(gender_suspects(frames["gender"], min_confidence))
-    if "age" in frames:
-        parts.append(age_suspects(frames["age"], ages, cuts, min_confidence))
-    explained: set[tuple[str, str]] = set()
-    if "mask" in frames:
-        swaps = mask_swap_suspects(frames["mask"], min_confidence)
-        parts.append(swaps)
-        m = frames["mask"]
-        swapped = m["person"].isin(set(swaps["person"])) & m["label"].isin([INCORRECT, NOT_WEAR])
-        explained = set(zip(m.loc[swapped, "person"], m.loc[swapped, "stem"], strict=True))
-    scores = photo_scores(frames, files, progress)
-    parts.append(outlier_suspects(frames, scores, explained, min_confidence))
-    out = pd.concat([p for p in parts if len(p)] or parts[:1], ignore_index=True)
-    out["confidence"] = out["confidence"].astype(float).round(4)
-    out["_kind"] = out["kind"].map({k: i for i, k in enumerate(KINDS)})
-    out = out.sort_values(["confidence", "_kind", "person", "image"], ascending=[False, True, True, True])
-    return out.drop(columns="_kind").reset_index(drop=True)
+    """Every incorrect/normal pair, ranked by P(swapped). A pair is a unit with two labels, "as given" and
+    "swapped"; every pair is given "as given", so the threshold of "swapped" is, by symmetry, the mean
+    P(as given) over the pairs (a swapped pair looks like a typical pair with the photos exchanged), at most
+    ``min_confidence``."""
+    pairs = swap_pairs(mask.reset_index(drop=True).assign(row=lambda d: d.index))
+    p = pairs["confidence"].to_numpy()
+    probs, labels = np.stack([1 - p, p], 1), np.zeros(len(pairs), int)
+    t = min(class_thresholds(probs, labels, min_confidence)[0], min_confidence)  # capped, as judge caps
+    v = judge(probs, labels, mode, min_confidence, thresholds=np.array([t, t]) if mode != FIXED else None)
+    reasons = [
+        f"incorrect_mask looks not worn ({r.p_inc_looks_normal:.3f}) and normal looks incorrect "
+        f"({r.p_normal_looks_inc:.3f})"
+        for r in pairs.itertuples(index=False)
+    ]
+    table = pd.DataFrame(
+        {
+            "person": pairs.index.to_numpy(),
+            "image": [f"{a};{b}" for a, b in zip(pairs["image_incorrect"], pairs["image_normal"], strict=True)],
+            "kind": "mask_swap",
+            "task": "mask",
+            "given": "incorrect/not_wear",
+            "suggested": "not_wear/incorrect",
+            "confidence": v.confidence,
+            "threshold": v.threshold,
+            "score": v.score,
+            "flag": v.flag,
+            "reason": reasons,
+        },
+        columns=SUSPECT_COLUMNS,
+    )
+    return ranked(table, {"mask_swap": {"swapped": round(float(v.thresholds[1]), 4)}})

@@ -1,5 +1,5 @@
-"""What a suspect is (its columns and kinds) and the decision rule's constants, shared by the rules, the
-outlier scores, the outputs and the truth scores."""
+"""What a ranked unit is (its columns and kinds) and the decision rule's constants, shared by the rules,
+the outlier scores, the outputs and the truth scores."""
 
 from __future__ import annotations
 
@@ -11,12 +11,30 @@ import pandas as pd
 from core.tasks import MASK_FILES
 from rundir.layout import prob_columns
 
-SUSPECT_COLUMNS = ["person", "image", "task", "given", "predicted", "confidence", "reason", "kind"]
+# One row per unit (a person for gender, age and mask_swap; a photo for outlier), every unit ranked:
+# ``suggested`` is the label the row proposes (the best one other than the given), ``confidence`` its
+# probability, ``threshold`` the cut it is held against, ``score`` how far past that cut it is (0 at the
+# cut, 1 certain, -1 no support: :func:`scaled_score`), ``flag`` the decision.
+SUSPECT_COLUMNS = [
+    "person",
+    "image",
+    "kind",
+    "task",
+    "given",
+    "suggested",
+    "confidence",
+    "threshold",
+    "score",
+    "flag",
+    "reason",
+]
 KINDS = ("gender", "age", "mask_swap", "outlier")  # the kinds of DIR/truth/noise.csv
 PROB_FLOOR = 0.01
 MIN_CONFIDENCE = 0.9
 AGE_MARGIN_YEARS = 5
 INCORRECT, NOT_WEAR = MASK_FILES["incorrect_mask"], MASK_FILES["normal"]  # mask labels of those two photos
+ADAPTIVE, FIXED = "adaptive", "fixed"
+THRESHOLD_MODES = (ADAPTIVE, FIXED)  # per-class thresholds from the data (the default), or one fixed cut
 
 
 def log_probs(frame: pd.DataFrame, num_classes: int) -> np.ndarray:
@@ -28,6 +46,31 @@ def log_probs(frame: pd.DataFrame, num_classes: int) -> np.ndarray:
 def softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(1, keepdims=True))
     return e / e.sum(1, keepdims=True)
+
+
+def scaled_score(confidence: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """How far past its threshold a confidence is, as a share of the way from the threshold to certainty (1)
+    above it, or to zero (-1) below it: 0 at the threshold. Comparable across kinds and classes whose
+    thresholds differ; for one threshold, the same order as the confidence."""
+    c, t = np.asarray(confidence, float), np.asarray(threshold, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        above = (c - t) / np.maximum(1 - t, 1e-9)
+        below = (c - t) / np.maximum(t, 1e-9)
+    return np.clip(np.where(c >= t, above, below), -1.0, 1.0)
+
+
+def ranked(table: pd.DataFrame, thresholds: dict) -> pd.DataFrame:
+    """``table`` in SUSPECT_COLUMNS order, sorted by score (then kind, person, image), with the thresholds
+    used in ``attrs["thresholds"]``."""
+    table = table[SUSPECT_COLUMNS].copy()
+    for column in ("confidence", "threshold", "score"):
+        table[column] = table[column].astype(float)
+    table["flag"] = table["flag"].astype(bool)
+    table["_kind"] = table["kind"].map({k: i for i, k in enumerate(KINDS)})
+    table = table.sort_values(["score", "_kind", "person", "image"], ascending=[False, True, True, True])
+    table = table.drop(columns="_kind").reset_index(drop=True)
+    table.attrs["thresholds"] = thresholds
+    return table
 
 
 def image_stem(image: str) -> str:
