@@ -17,11 +17,16 @@ default; ``fixed``: one cut, 0.9), scores each ranking against the set's ``truth
   (``--device``, "cpu-2core" by default).
 
 Each mode's outputs go to ``runs/<exp>/noise-<mode>/``. The experiments: the default synthetic set's 2,700
-people and planted noise, drawn at 48x64, one multihead ``test_resnet`` per fold on 32x32 crops, on the 2-core
-CPU; the strong model is the options benchmark's seed recipe (3 epochs, ``benchmarks/configs/options-cpu.yaml``,
-seed 0), the weak one the same for 1 epoch (``benchmarks/configs/noise-finder-cpu.yaml``)::
+people and planted noise, drawn at 48x64, one multihead ``test_resnet`` per fold on the 2-core CPU; strong:
+48x48 crops, 8 epochs (``benchmarks/configs/noise-finder-strong-cpu.yaml``); middle: the options benchmark's
+seed recipe (32x32 crops, 3 epochs, ``benchmarks/configs/options-cpu.yaml``, seed 0); weak: the same for 1
+epoch (``benchmarks/configs/noise-finder-cpu.yaml``)::
 
     python -m synthetic --out data/synthetic-2700-48 --size 48x64
+    python train.py --task multihead --fold all --config benchmarks/configs/options-cpu.yaml \\
+        --config benchmarks/configs/noise-finder-strong-cpu.yaml
+    python benchmarks/noise_finder.py --exp noise-strong --data-dir data/synthetic-2700-48 \\
+        --name synthetic-2700-strong48-cpu-2core --target strong
     python train.py --task multihead --fold all --config benchmarks/configs/options-cpu.yaml --exp options-base-s0 \\
         --set seed=0
     python benchmarks/noise_finder.py --exp options-base-s0 --data-dir data/synthetic-2700-48 \\
