@@ -16,10 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.scoring import oof_age_cuts, read_oof, task_oof_files
+from analysis.scoring import oof_age_cuts, per_image, read_oof, task_oof_files
 from core.errors import DataError
 from core.tasks import COMPETITION_AGE_CUTS, NUM_CLASSES, TASK_NAMES, TASKS, age_group, class18
-from rundir.layout import AGE, KEY, prob_columns
 
 GRID = np.round(np.linspace(-3.0, 3.0, 61), 2)  # the offsets tried for each class: -3 .. 3 in steps of 0.1
 SWEEPS = 5  # at most this many passes over the offsets (it stops early when a pass changes none)
@@ -43,21 +42,16 @@ def oof_arrays(frames: dict[str, pd.DataFrame], age_cuts: tuple[int, int] | list
     they share. The truth is at the competition's age cuts (what the leaderboard measures): the models' own
     labels when their cuts are the competition's, else rebuilt from each person's raw age (the models' labels
     when some file predates the raw age column)."""
-    indexed = {t: f.set_index(KEY) for t, f in frames.items()}
-    common = indexed["mask"].index.intersection(indexed["gender"].index).intersection(indexed["age"].index)
-    if len(common) == 0:
-        raise DataError("the tasks' out-of-fold predictions share no image: train the same folds for every task")
-    probs = {t: indexed[t].loc[common, prob_columns(TASKS[t].num_classes)].to_numpy(np.float64) for t in TASK_NAMES}
-    labels = {t: indexed[t].loc[common, "label"].to_numpy(int) for t in TASK_NAMES}
+    merged = per_image(frames)
+    labels = dict(merged.labels)
     target = f"the competition's age cuts {COMPETITION_AGE_CUTS[0]}/{COMPETITION_AGE_CUTS[1]}"
     if tuple(age_cuts) != COMPETITION_AGE_CUTS:
-        ages = indexed["age"].loc[common, AGE] if AGE in indexed["age"].columns else None
-        if ages is not None and not ages.isna().any():
-            labels["age"] = age_group(ages.to_numpy(), COMPETITION_AGE_CUTS)
+        if merged.ages is not None:
+            labels["age"] = age_group(merged.ages, COMPETITION_AGE_CUTS)
         else:
             target = f"the models' age cuts {age_cuts[0]}/{age_cuts[1]} (the oof.csv files have no raw age)"
-    folds = indexed["mask"].loc[common, "fold"].astype(str).to_numpy()
-    return OofArrays(probs, class18(labels["mask"], labels["gender"], labels["age"]), folds, target)
+    truth = class18(labels["mask"], labels["gender"], labels["age"])
+    return OofArrays(merged.probs, truth, merged.folds.astype(str), target)
 
 
 def macro_f1_many(truth: np.ndarray, preds: np.ndarray) -> np.ndarray:

@@ -27,12 +27,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.scoring import oof_age_cuts, read_oof
+from analysis.scoring import oof_age_cuts, per_image, read_oof
 from core.atomic import atomic_path
 from core.errors import ConfigError, DataError, run_cli
-from core.tasks import HEAD_SIZES, NUM_CLASSES, TASK_NAMES, TASKS, class18, class_name
+from core.tasks import HEAD_SIZES, NUM_CLASSES, TASK_NAMES, class18, class_name
 from lightning_modules.ensemble import combine_heads
-from rundir.layout import COMPARE, COMPARE_CSV, COMPARE_PNG, KEY, NAMED_FOLDS, exp_dir, prob_columns
+from rundir.layout import COMPARE, COMPARE_CSV, COMPARE_PNG, KEY, NAMED_FOLDS, exp_dir
 
 COMMAND = "python -m analysis compare"
 LEVEL = 0.95  # the interval's coverage
@@ -104,20 +104,15 @@ def merge_tasks(frames: dict[str, pd.DataFrame], where: str = "the experiment") 
     image as :func:`analysis.scoring.score_frames` merges them: one row per image common to the three (index
     person, stem; sorted) with its fold, each task's label (``mask`` ...) and argmax (``pred_mask`` ...), and
     the 18-class label and answer (``label``, ``pred``: ``lightning_modules.ensemble.combine_heads``)."""
-    indexed = {t: frames[t].set_index(KEY) for t in TASK_NAMES}
-    common = reduce(pd.Index.intersection, (f.index for f in indexed.values())).sort_values()
-    if len(common) == 0:
-        raise DataError(f"the tasks' out-of-fold predictions under {where} share no image: train the same folds")
-    out = pd.DataFrame(index=common)
-    out["fold"] = indexed[TASK_NAMES[0]].loc[common, "fold"].astype(str).to_numpy()
-    probs = []
+    merged = per_image(frames, where)
+    out = pd.DataFrame(index=merged.index)
+    out["fold"] = merged.folds.astype(str)
     for t in TASK_NAMES:
-        out[t] = indexed[t].loc[common, "label"].to_numpy().astype(int)
-        probs.append(indexed[t].loc[common, prob_columns(TASKS[t].num_classes)].to_numpy())
-        out[f"pred_{t}"] = probs[-1].argmax(1)
-    out["label"] = class18(*(out[t].to_numpy() for t in TASK_NAMES))
-    out["pred"] = combine_heads(*probs)[1]
-    return out
+        out[t] = merged.labels[t]
+        out[f"pred_{t}"] = merged.probs[t].argmax(1)
+    out["label"] = class18(*(merged.labels[t] for t in TASK_NAMES))
+    out["pred"] = combine_heads(*(merged.probs[t] for t in TASK_NAMES))[1]
+    return out.sort_index()
 
 
 def read_run(runs_dir: str | Path, exp: str, folds: list[str] | None = None) -> pd.DataFrame:

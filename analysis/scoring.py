@@ -3,6 +3,7 @@ from the out-of-fold predictions (or from eval predictions against a known truth
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -180,13 +181,38 @@ def score_oof(exp_dir: Path, confusion_png: Path | None = None, folds: list[str]
     return score_frames(read_oof(exp_dir, folds), oof_age_cuts(exp_dir, folds), confusion_png, str(exp_dir))
 
 
-def _raw_ages(frames: dict[str, pd.DataFrame], common: pd.Index) -> np.ndarray | None:
-    """Each image's raw age, from whichever task's files have it; None when some image has none (files
-    written before the column was added)."""
+@dataclass
+class PerImage:
+    """The three tasks' out-of-fold rows merged per image: the images common to the three (``index``: person,
+    stem), each head's probabilities and labels (``task -> array``), each image's fold and raw age (None when
+    some image has none: files written before the column was added)."""
+
+    index: pd.Index
+    probs: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+    folds: np.ndarray
+    ages: np.ndarray | None
+
+
+def per_image(frames: dict[str, pd.DataFrame], where: str = "the experiment") -> PerImage:
+    """Merge the three tasks' OOF rows (``task -> frame``, as :func:`read_oof` gives them) per image: what every
+    score of the combined answer (this module's, the comparison's, the calibration's) starts from."""
+    indexed = {t: frames[t].set_index(KEY) for t in TASK_NAMES}
+    common = indexed["mask"].index.intersection(indexed["gender"].index).intersection(indexed["age"].index)
+    if len(common) == 0:
+        raise DataError(f"the tasks' out-of-fold predictions under {where} share no image: train the same folds")
+    probs = {t: indexed[t].loc[common, prob_columns(TASKS[t].num_classes)].to_numpy(np.float64) for t in TASK_NAMES}
+    labels = {t: indexed[t].loc[common, "label"].to_numpy().astype(int) for t in TASK_NAMES}
+    return PerImage(common, probs, labels, indexed["mask"].loc[common, "fold"].to_numpy(), _raw_ages(indexed, common))
+
+
+def _raw_ages(indexed: dict[str, pd.DataFrame], common: pd.Index) -> np.ndarray | None:
+    """Each image's raw age, from whichever task's files have it (``indexed``: each task's rows by image); None
+    when some image has none (files written before the column was added)."""
     ages = None
     for task in ("age", "mask", "gender"):
-        if AGE in frames[task].columns:
-            found = frames[task].set_index(KEY).loc[common, AGE]
+        if AGE in indexed[task].columns:
+            found = indexed[task].loc[common, AGE]
             ages = found if ages is None else ages.fillna(found)
     return None if ages is None or ages.isna().any() else ages.to_numpy()
 
@@ -212,21 +238,16 @@ def score_frames(
     each person's raw age and the prediction unchanged (a model's age group k is submitted as the competition's
     group k), which is what the leaderboard measures. Its scores are None, with a ``note``, when the files
     predate the raw age column and the cuts differ."""
-    probs = {t: f.set_index(KEY)[prob_columns(TASKS[t].num_classes)] for t, f in frames.items()}
-    common = probs["mask"].index.intersection(probs["gender"].index).intersection(probs["age"].index)
-    if len(common) == 0:
-        raise DataError(f"the tasks' out-of-fold predictions under {where} share no image: train the same folds")
-    labels = {t: f.set_index(KEY).loc[common, "label"].to_numpy() for t, f in frames.items()}
-    probs = {t: p.loc[common].to_numpy() for t, p in probs.items()}
+    merged = per_image(frames, where)
+    probs, labels, folds = merged.probs, merged.labels, merged.folds
     _, pred = combine_heads(*(probs[t] for t in TASK_NAMES))
     truth = class18(labels["mask"], labels["gender"], labels["age"])
-    report = {"images": int(len(common)), **_scores(labels, probs, pred), "age_cuts": [int(c) for c in age_cuts]}
-    folds = frames["mask"].set_index(KEY).loc[common, "fold"].to_numpy()
+    report = {"images": len(merged.index), **_scores(labels, probs, pred), "age_cuts": [int(c) for c in age_cuts]}
     report["fold_f1"] = {
         str(k): round(_macro_f1(truth[folds == k], pred[folds == k], NUM_CLASSES), 4) for k in np.unique(folds)
     }
     competition = {"age_cuts": list(COMPETITION_AGE_CUTS)}
-    ages = _raw_ages(frames, common)
+    ages = merged.ages
     if ages is not None:
         competition |= _scores({**labels, "age": age_group(ages, COMPETITION_AGE_CUTS)}, probs, pred)
     elif tuple(age_cuts) == COMPETITION_AGE_CUTS:  # the labels are at the competition's cuts already

@@ -108,29 +108,16 @@ def predict_eval(
     ensemble: str,
     tta: str,
     folds: list[str] | None,
-    age_cuts: tuple[int, int] | None = None,
-) -> tuple[pd.DataFrame, Path]:
-    """Per-head merged probabilities and the 18-class answer for every image of eval/info.csv, and the data
-    directory used (``data_dir``, else the one the checkpoints were trained on). ``age_cuts``: ordinal age
-    heads read at these cuts."""
-    out, data_dir, _ = predict_eval_embedded(cfg, exp_dir, data_dir, ensemble, tta, folds, False, age_cuts)
-    return out, data_dir
-
-
-def predict_eval_embedded(
-    cfg: Config,
-    exp_dir: Path,
-    data_dir: str | None,
-    ensemble: str,
-    tta: str,
-    folds: list[str] | None,
-    embed: bool = True,
+    embed: bool = False,
     age_cuts: tuple[int, int] | None = None,
 ) -> tuple[pd.DataFrame, Path, np.ndarray | None]:
-    """:func:`predict_eval`, and with ``embed`` an appearance embedding of each image (``(N, D)``, unit rows;
-    else None) for grouping the photos of one person: the backbone features of the models that serve gender or
-    age (a mask model's features tell the mask states apart, not the people), read in the same pass as the
-    probabilities and joined by ``inference.grouping.combine_embeddings``, centred per predicted mask state."""
+    """Per-head merged probabilities and the 18-class answer for every image of eval/info.csv, the data
+    directory used (``data_dir``, else the one the checkpoints were trained on), and with ``embed`` an
+    appearance embedding of each image (``(N, D)``, unit rows; else None) for grouping the photos of one person:
+    the backbone features of the models that serve gender or age (a mask model's features tell the mask states
+    apart, not the people), read in the same pass as the probabilities and joined by
+    ``inference.grouping.combine_embeddings``, centred per predicted mask state. ``age_cuts``: ordinal age heads
+    read at these cuts."""
     checkpoints = find_checkpoints(exp_dir, folds)
     if ensemble == "none":
         several = {t: len(c) for t, c in checkpoints.items() if len(c) > 1}

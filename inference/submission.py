@@ -22,7 +22,7 @@ from core.errors import DataError
 from core.tasks import TASK_NAMES, TASKS
 from inference.calibration import offsets_of, write_calibration
 from inference.grouping import cluster_people, group_heads, group_sizes, grouping_scores
-from inference.predictor import predict_eval, predict_eval_embedded, write_csv
+from inference.predictor import predict_eval, write_csv
 from rundir.layout import SUBMISSION, probs_path, report_path
 
 log = logging.getLogger("predict")
@@ -101,10 +101,7 @@ def write_submission(
     out = Path(out) if out is not None else exp_dir / SUBMISSION
     check_output(out)
     calibration = write_calibration(exp_dir, folds) if calibrate else None  # fast, and fails before prediction
-    if group_people:
-        probs, data_dir, embedding = predict_eval_embedded(cfg, exp_dir, data_dir, ensemble, tta, folds, True, age_cuts)
-    else:
-        probs, data_dir = predict_eval(cfg, exp_dir, data_dir, ensemble, tta, folds, age_cuts)
+    probs, data_dir, embedding = predict_eval(cfg, exp_dir, data_dir, ensemble, tta, folds, group_people, age_cuts)
     report = {"submission": str(out), "images": len(probs)}
     variants: dict[str, np.ndarray] = {}  # the answer without each option used, scored against a truth file
     if calibrate or group_people:

@@ -66,7 +66,7 @@ def test_multihead_and_separate_models_ensemble_together(multihead_run, syntheti
     found = inference.models.find_checkpoints(out.parent.parent, None)
     assert [p.parent.parent.name for p in found["gender"]] == ["gender", "multihead"]
     assert [p.parent.parent.name for p in found["age"]] == ["multihead"]
-    frame, _ = inference.predictor.predict_eval(cfg, out.parent.parent, None, "soft", "none", None)
+    frame, _, _ = inference.predictor.predict_eval(cfg, out.parent.parent, None, "soft", "none", None)
     models = {p: inference.models.load_model(p, torch.device("cpu")) for p in found["gender"]}
     per = [
         inference.predictor.predict_group([m], read_eval(synthetic), [False], cfg, synthetic)[0][0][

@@ -64,7 +64,7 @@ def test_flip_tta_averages_the_plain_and_mirrored_views(experiment, synthetic):
         assert np.allclose(plain[0], model(img[None]).softmax(1).numpy()[0], atol=1e-5)
     assert np.allclose(flipped[0], expected, atol=1e-5)
     assert not np.allclose(plain, flipped)
-    out, _ = inference.predictor.predict_eval(cfg, experiment / "runs" / "e2e", None, "soft", "flip", ["0"])
+    out, _, _ = inference.predictor.predict_eval(cfg, experiment / "runs" / "e2e", None, "soft", "flip", ["0"])
     tta = out[["gender_0", "gender_1"]].to_numpy()
     assert np.allclose(tta, (plain + flipped) / 2, atol=1e-5)
 
