@@ -69,7 +69,7 @@ def train(option: str, seed: int) -> dict:
     cmd = [sys.executable, "train.py", "--task", "multihead", "--fold", "all", "--config", str(CONFIG)]
     run([*cmd, "--exp", name, "--resume", *(a for s in sets for a in ("--set", s))])
     seconds = sum(json.loads((d / DONE).read_text())["seconds"] for d in run_dirs(exp_dir(RUNS, name)))
-    return {"exp": name, "train_seconds": round(seconds, 1), **predict(name, [], SUBMISSION)}
+    return {"exp": name, "train_seconds": round(seconds, 1), **predict(name, [], SUBMISSION)[0]}
 
 
 def timing(option: str) -> float:
@@ -82,12 +82,14 @@ def timing(option: str) -> float:
     return json.loads((run_dir(RUNS, name, MULTIHEAD, 0) / DONE).read_text())["seconds"]
 
 
-def predict(name: str, options: list[str], out_name: str) -> dict:
-    """Predict eval/ with the experiment's fold models (flip TTA), scored against truth/."""
+def predict(name: str, options: list[str], out_name: str) -> tuple[dict, dict]:
+    """Predict eval/ with the experiment's fold models (flip TTA), scored against truth/: the scores and seconds,
+    and the submission's whole report."""
     out = exp_dir(RUNS, name) / out_name
     seconds = run([sys.executable, "predict.py", "--config", str(CONFIG), "--exp", name, "--out", str(out), *options])
     report = json.loads(report_path(out).read_text())
-    return {"eval_f1": report["eval"]["f1"], "eval_accuracy": report["eval"]["accuracy"], "predict_seconds": seconds}
+    scores = {"eval_f1": report["eval"]["f1"], "eval_accuracy": report["eval"]["accuracy"], "predict_seconds": seconds}
+    return scores, report
 
 
 def compared(option: str) -> dict:
@@ -112,8 +114,7 @@ def after(option: str, seed: int) -> dict:
     what its report says (calibration: the out-of-fold F1 before, in-sample and cross-fitted; grouping: purity)."""
     name = exp_name("base", seed)
     out_name = f"{Path(SUBMISSION).stem}_{option}.csv"
-    scores = predict(name, AFTER[option][1], out_name)
-    report = json.loads(report_path(exp_dir(RUNS, name) / out_name).read_text())
+    scores, report = predict(name, AFTER[option][1], out_name)
     without = report["eval_uncalibrated" if option == "calibrate" else "eval_ungrouped"]["f1"]
     extra = report["calibration"]["f1"] if option == "calibrate" else report["grouping"]
     return scores | {"eval_f1_without": without, "details": extra}

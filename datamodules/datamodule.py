@@ -76,10 +76,10 @@ class MaskDataModule(pl.LightningDataModule):
     def labels(self, frame: pd.DataFrame) -> list:
         """The targets: the task's class per image; for multihead a (mask, gender, age group) row each (and the
         age last, for the ordinal age head)."""
-        if self.task is MULTIHEAD_TASK or self.with_age([]):
-            columns = ["mask", "gender", "age_group"] if self.task is MULTIHEAD_TASK else [self.task.column]
-            return list(frame[self.with_age(columns)].to_numpy(dtype=np.int64, copy=True))
-        return frame[self.task.column].astype(int).tolist()
+        columns = self.with_age(["mask", "gender", "age_group"] if self.task is MULTIHEAD_TASK else [self.task.column])
+        if len(columns) == 1:
+            return frame[columns[0]].astype(int).tolist()
+        return list(frame[columns].to_numpy(dtype=np.int64, copy=True))
 
     def val_targets(self, frame: pd.DataFrame) -> list:
         """Validation targets: the training label, then the label at the competition's age cuts (for multihead:
