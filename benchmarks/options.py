@@ -106,7 +106,7 @@ def compared(option: str) -> dict:
         if key == option:
             entry |= {"difference": round(row.difference, 4), "interval": [round(row.low, 4), round(row.high, 4)]}
             entry["verdict"] = row.verdict
-    return {"oof": out, "compare_csv": str(result["csv"])}
+    return {"oof": out, "compare_csv": str(result["csv"]), "compare_seconds": result["seconds"]}
 
 
 def after(option: str, seed: int) -> dict:
@@ -116,7 +116,11 @@ def after(option: str, seed: int) -> dict:
     out_name = f"{Path(SUBMISSION).stem}_{option}.csv"
     scores, report = predict(name, AFTER[option][1], out_name)
     without = report["eval_uncalibrated" if option == "calibrate" else "eval_ungrouped"]["f1"]
-    extra = report["calibration"]["f1"] if option == "calibrate" else report["grouping"]
+    if option == "calibrate":  # the scores, and the fit's seconds from the calibration file it saved
+        saved = json.loads(Path(report["calibration"]["file"]).read_text())
+        extra = report["calibration"]["f1"] | {"seconds": saved["seconds"]}
+    else:
+        extra = report["grouping"]
     return scores | {"eval_f1_without": without, "details": extra}
 
 
