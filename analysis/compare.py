@@ -17,8 +17,6 @@ the resamples' counts of each person."""
 from __future__ import annotations
 
 import argparse
-import hashlib
-import re
 import time
 from collections.abc import Iterator, Sequence
 from functools import reduce
@@ -32,7 +30,7 @@ from core.atomic import atomic_path
 from core.errors import ConfigError, DataError, run_cli
 from core.tasks import HEAD_SIZES, NUM_CLASSES, TASK_NAMES, class18, class_name
 from lightning_modules.ensemble import combine_heads
-from rundir.layout import COMPARE, COMPARE_CSV, COMPARE_PNG, KEY, NAMED_FOLDS, exp_dir
+from rundir.layout import COMPARE, COMPARE_CSV, COMPARE_PNG, KEY, NAMED_FOLDS, exp_dir, safe_folder
 
 COMMAND = "python -m analysis compare"
 LEVEL = 0.95  # the interval's coverage
@@ -85,10 +83,7 @@ def parse_folds(text: str | None) -> list[str] | None:
 
 def folder_name(names: Sequence[str]) -> str:
     """``A_vs_B``: the groups' names, joined, made safe for a file name (a long one shortened with a hash)."""
-    safe = "_vs_".join(re.sub(r"[^A-Za-z0-9._+=-]+", "_", n) for n in names).lstrip(".") or "compare"
-    if len(safe) > 120:
-        safe = f"{safe[:100]}-{hashlib.sha1(safe.encode()).hexdigest()[:10]}"
-    return safe
+    return safe_folder("_vs_".join(names), COMPARE)
 
 
 def default_out(runs_dir: str | Path, names: Sequence[str]) -> Path:

@@ -16,25 +16,31 @@ default; ``fixed``: one cut, 0.9), scores each ranking against the set's ``truth
 - the models' out-of-fold macro F1 per task, their settings and training time, and the device
   (``--device``, "cpu-2core" by default).
 
-Each mode's outputs go to ``runs/<exp>/noise-<mode>/``. The experiments: the default synthetic set's 2,700
-people and planted noise, drawn at 48x64, one multihead ``test_resnet`` per fold on the 2-core CPU; strong:
-48x48 crops, 8 epochs (``benchmarks/configs/noise-finder-strong-cpu.yaml``); middle: the options benchmark's
-seed recipe (32x32 crops, 3 epochs, ``benchmarks/configs/options-cpu.yaml``, seed 0); weak: the same for 1
-epoch (``benchmarks/configs/noise-finder-cpu.yaml``)::
+Each mode's outputs go to ``runs/<exp>/noise-<mode>/`` (an ensemble's: ``runs/<A>/noise+<B>-<mode>/``), and the
+adaptive mode's again at each ``--caps`` value, the ceiling of its thresholds, for the gender and swap scores.
+
+The experiments: the default synthetic set's 2,700 people and planted noise, drawn at 48x64, one multihead
+``test_resnet`` per fold on the 2-core CPU, from the options benchmark's settings
+(``benchmarks/configs/options-cpu.yaml``) and one of these configs:
+
+- strong: 48x48 crops, 8 epochs (``noise-finder-strong-cpu.yaml``, experiments ``noise-strong``,
+  ``noise-strong-s1``);
+- middle: the options benchmark's seed recipe, 32x32 crops, 3 epochs (no second config; ``options-base-s0``,
+  ``options-base-s1``, each alone and as a pair);
+- weak: the same for 1 epoch (``noise-finder-cpu.yaml``; ``noise-weak`` at seed 42, ``noise-weak-s1`` ...);
+- weak16: 16x16 crops, 4 epochs (``noise-finder-weak16-cpu.yaml``; ``noise-weak16``, ``noise-weak16-s1``).
+
+Each model once, and its seeds as an ensemble (several ``--exp``), e.g.::
 
     python -m synthetic --out data/synthetic-2700-48 --size 48x64
     python train.py --task multihead --fold all --config benchmarks/configs/options-cpu.yaml \\
         --config benchmarks/configs/noise-finder-strong-cpu.yaml
-    python benchmarks/noise_finder.py --exp noise-strong --data-dir data/synthetic-2700-48 \\
-        --name synthetic-2700-strong48-cpu-2core --target strong
-    python train.py --task multihead --fold all --config benchmarks/configs/options-cpu.yaml --exp options-base-s0 \\
-        --set seed=0
-    python benchmarks/noise_finder.py --exp options-base-s0 --data-dir data/synthetic-2700-48 \\
-        --name synthetic-2700-strong-cpu-2core --target strong
     python train.py --task multihead --fold all --config benchmarks/configs/options-cpu.yaml \\
-        --config benchmarks/configs/noise-finder-cpu.yaml
-    python benchmarks/noise_finder.py --exp noise-weak --data-dir data/synthetic-2700-48 \\
-        --name synthetic-2700-weak-cpu-2core --target weak
+        --config benchmarks/configs/noise-finder-strong-cpu.yaml --exp noise-strong-s1 --set seed=1
+    python benchmarks/noise_finder.py --exp noise-strong --data-dir data/synthetic-2700-48 \\
+        --name synthetic-2700-strong-cpu-2core --target strong
+    python benchmarks/noise_finder.py --exp noise-strong --exp noise-strong-s1 --data-dir data/synthetic-2700-48 \\
+        --name synthetic-2700-strong-x2-cpu-2core --target strong
 """
 
 from __future__ import annotations
@@ -52,8 +58,9 @@ from sklearn.metrics import f1_score
 
 from analysis import noise
 from analysis.noise.finder import NoiseReport
+from analysis.noise.reading import read_oof_frames
 from core.tasks import TASKS
-from rundir.layout import CONFIG, DONE, exp_dir, fold_name, prob_columns, run_dirs, run_place
+from rundir.layout import CONFIG, DONE, exp_dir, fold_name, noise_dir, prob_columns, run_dirs, run_place
 
 ROOT = Path(__file__).resolve().parent.parent  # the results go to ROOT/benchmarks/results/
 
@@ -62,6 +69,7 @@ TARGETS = {  # the issue's targets, for gender flips and mask swaps
     "weak": {"recall": 0.8, "precision": 0.5},
 }
 TARGET_KINDS = ("gender", "mask_swap")
+CAPS = (0.8, 0.9, 0.95, 0.99, 1.0)  # the adaptive thresholds' ceiling (--min-confidence), each tried
 
 
 def train_seconds(experiment: Path) -> dict[str, float]:
@@ -98,16 +106,18 @@ def target_met(scores: dict, target: dict) -> dict[str, bool]:
     }
 
 
-def run_mode(args, mode: str) -> tuple[NoiseReport, dict]:
+def run_mode(args, mode: str, min_confidence: float) -> tuple[NoiseReport, dict]:
     """One finder run, and its part of the results."""
     start = time.perf_counter()
+    out = noise_dir(args.runs_dir, args.exp)
+    suffix = f"-{mode}" + (f"-{min_confidence:g}" if min_confidence != args.min_confidence else "")
     report = noise.run_finder(
         args.exp,
         args.runs_dir,
         args.data_dir,
-        out=exp_dir(args.runs_dir, args.exp) / f"noise-{mode}",
+        out=out.with_name(out.name + suffix),
         wandb_mode="disabled",
-        min_confidence=args.min_confidence,
+        min_confidence=min_confidence,
         progress=False,
         mode=mode,
     )
@@ -127,26 +137,49 @@ def run_mode(args, mode: str) -> tuple[NoiseReport, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--exp", required=True, help="the experiment (runs/<exp>/<task>/fold<k>/oof.csv)")
+    ap.add_argument(
+        "--exp",
+        required=True,
+        action="append",
+        help="the experiment (runs/<exp>/<task>/fold<k>/oof.csv); several (--exp A --exp B) are an ensemble",
+    )
     ap.add_argument("--runs-dir", default="runs")
     ap.add_argument("--data-dir", required=True, type=Path, help="the synthetic set (with truth/noise.csv)")
     ap.add_argument("--name", required=True, help="results file: benchmarks/results/noise-finder-<name>.json")
     ap.add_argument("--target", choices=sorted(TARGETS), default="strong", help="the model's targets (strong)")
     ap.add_argument("--thresholds", nargs="+", choices=noise.THRESHOLD_MODES, default=list(noise.THRESHOLD_MODES))
     ap.add_argument("--min-confidence", type=float, default=noise.MIN_CONFIDENCE)
+    ap.add_argument(
+        "--caps",
+        type=float,
+        nargs="*",
+        default=list(CAPS),
+        help="adaptive mode again at these --min-confidence values, the ceiling of its thresholds (gender and "
+        f"mask swaps recorded; default {' '.join(map(str, CAPS))}; none: skip)",
+    )
     ap.add_argument("--device", default="cpu-2core", help="the machine, in the results (default cpu-2core)")
     args = ap.parse_args(argv)
 
     truth = noise.read_truth(args.data_dir)  # a clear error for a set without planted truth (or unknown kinds)
     disputed = noise.read_disputed(args.data_dir)
+    args.exp = noise.experiment_names(args.exp)
     modes, report = {}, None
     for mode in dict.fromkeys(args.thresholds):
-        report, modes[mode] = run_mode(args, mode)
+        report, modes[mode] = run_mode(args, mode, args.min_confidence)
+    caps = {}
+    for cap in [c for c in args.caps if c != args.min_confidence]:
+        part = run_mode(args, noise.ADAPTIVE, cap)[1]
+        caps[f"{cap:g}"] = {k: part["scores"].get(k) for k in TARGET_KINDS} | {"thresholds": part["thresholds"]}
     config = report.config
     augment = config.get("augment") or {}
-    seconds_per_run = train_seconds(exp_dir(args.runs_dir, args.exp))
+    seconds_per_run = {}
+    for name in args.exp:
+        prefix = f"{name}/" if len(args.exp) > 1 else ""
+        seconds_per_run |= {prefix + k: v for k, v in train_seconds(exp_dir(args.runs_dir, name)).items()}
+    members = {name: oof_f1(read_oof_frames(exp_dir(args.runs_dir, name))[0]) for name in args.exp}
     result = {
-        "experiment": args.exp,
+        "experiment": "+".join(args.exp),
+        "experiments": args.exp,
         "data": str(args.data_dir),
         "people": int(report.data.images["person"].nunique()) if report.data.images is not None else None,
         "device": args.device,
@@ -156,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             "max_epochs": (config.get("trainer") or {}).get("max_epochs"),
             "resize": [augment.get("resize_width"), augment.get("resize_height")],
             "crop": augment.get("crop"),
-            "oof_macro_f1": oof_f1(report.frames),
+            "oof_macro_f1": oof_f1(report.frames),  # an ensemble's: of the averaged probabilities
+            "oof_macro_f1_per_experiment": members,
             "train_seconds": round(sum(seconds_per_run.values()), 1) if seconds_per_run else None,
             "train_seconds_per_run": seconds_per_run,
         },
@@ -168,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "target": {"model": args.target, **{kind: TARGETS[args.target] for kind in TARGET_KINDS}},
         "modes": modes,
+        "adaptive_by_cap": caps,
     }
     if "gender" in disputed:
         planted_flips = set(truth.loc[truth["kind"] == "gender", "path"])
@@ -188,6 +223,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"recall {e['recall']}; recall in the top {e['top_n']}: {e['recall_top_n']}"
             )
         print(f"  target ({args.target}) met: {part['target_met']}")
+    for cap, part in caps.items():
+        said = "; ".join(
+            f"{k}: flagged {e['flagged']}, found {e['found']}" for k, e in part.items() if k in TARGET_KINDS and e
+        )
+        print(f"adaptive capped at {cap}: {said}")
     print(f"wrote {out}")
     return 0
 

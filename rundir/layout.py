@@ -4,7 +4,10 @@ benchmarks read it; nothing else spells a path of a run."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +28,7 @@ RESULTS = (BEST_CKPT, LAST_CKPT, OOF, DONE)  # what makes a directory "an earlie
 REPLACED = ".replaced"  # an overwritten run's files, kept until the new run has a checkpoint
 LOCK = ".lock"  # held by the process training in the directory
 LOGS = "logs"  # <exp>/logs/<task>-fold<k>.log: each parallel job's output
-NOISE = "noise"  # <exp>/noise/: the noise finder's reports
+NOISE = "noise"  # <exp>/noise/: the noise finder's reports; <A>/noise+<B>[+<C>]/: an ensemble's
 SUBMISSION = "submission.csv"  # <exp>/submission.csv, with <stem>_probs.csv and <stem>_report.json beside it
 OOF_SCORES = "oof_scores.json"  # <exp>/oof_scores.json: the out-of-fold report
 OOF_CONFUSION = "oof_confusion.png"
@@ -48,6 +51,22 @@ HEAD_COLUMNS = side_by_side(dict(zip(TASK_NAMES, HEAD_SIZES, strict=True)))  # a
 
 def exp_dir(runs_dir: str | Path, exp: str) -> Path:
     return Path(runs_dir) / exp
+
+
+def safe_folder(name: str, fallback: str) -> str:
+    """``name`` made safe for a folder name (``fallback`` when nothing is left); a long one shortened with a
+    hash."""
+    safe = re.sub(r"[^A-Za-z0-9._+=-]+", "_", name).lstrip(".") or fallback
+    if len(safe) > 120:
+        safe = f"{safe[:100]}-{hashlib.sha1(safe.encode()).hexdigest()[:10]}"
+    return safe
+
+
+def noise_dir(runs_dir: str | Path, exps: Sequence[str]) -> Path:
+    """The noise finder's outputs: ``<runs_dir>/<exp>/noise`` for one experiment; for an ensemble, in its first
+    experiment's folder, ``<runs_dir>/<A>/noise+<B>[+<C>...]``."""
+    first, *others = exps
+    return exp_dir(runs_dir, first) / safe_folder("+".join([NOISE, *others]), NOISE)
 
 
 def fold_name(fold: int | str) -> str:

@@ -1,7 +1,8 @@
 """The noise finder: ranking on hand-made out-of-fold frames, the thresholds (confident learning by hand,
 and a weak model's simulation where the fixed cut misses the flips), the draft corrections through
-apply_relabels, the command end to end with both threshold modes, its errors, and a lower bound on
-precision/recall against the planted truth of a generated synthetic set.
+apply_relabels, the command end to end with both threshold modes, ensembles of experiments (the averaging,
+its checks, and seeds whose misreadings differ), its errors, and a lower bound on precision/recall against
+the planted truth of a generated synthetic set.
 
 No model is trained here: the out-of-fold probabilities of the end-to-end test are drawn from the
 synthetic set's truth with model errors at the levels that real models trained on the 2,700-person
@@ -607,6 +608,116 @@ def test_missing_task_and_missing_data_are_said(synthetic, tmp_path, caplog):
     assert not (tmp_path / "runs" / "two" / "noise" / noise.SHEET_NAME).exists()
     suspects = pd.read_csv(tmp_path / "runs" / "two" / "noise" / "suspects.csv")
     assert "age" not in set(suspects["kind"])
+
+
+# ------------------------------------------------------------------------------------ ensembles
+
+
+def seed_gender(true: np.ndarray, label: np.ndarray, seed: int) -> pd.DataFrame:
+    """One seed of a gender model whose reading of each person varies from seed to seed: a logit towards the
+    true gender of N(4, 3) per person (a tenth of the people misread), N(0, 1) more per photo."""
+    rng = np.random.default_rng(seed)
+    towards = np.where(true == 1, 1.0, -1.0)[:, None]
+    female = 1 / (1 + np.exp(-(rng.normal(4, 3, (len(true), 1)) * towards + rng.normal(0, 1, (len(true), 7)))))
+    rows = [
+        (f"p{i:04d}", stem, int(label[i]), [1 - female[i, j], female[i, j]])
+        for i in range(len(true))
+        for j, stem in enumerate(STEMS)
+    ]
+    f = frame(rows)
+    f["fold"] = [int(p[1:]) % 3 for p in f["person"]]
+    return f
+
+
+def test_an_ensemble_averages_each_photo(synthetic, tmp_path, caplog):
+    """--exp A --exp B (or A,B): each photo's probabilities are the mean of the experiments', ranked as one
+    experiment's would be, written beside the first experiment's; a task only one has is read from it."""
+    runs = tmp_path / "runs"
+    a, b = simulate_oof(synthetic, seed=0), simulate_oof(synthetic, seed=1)
+    b = {t: f.sort_values(["person", "stem"]) for t, f in b.items()}  # row order does not matter
+    write_experiment(runs, "a", a, synthetic)
+    write_experiment(runs, "b", {t: b[t] for t in ("mask", "gender")}, synthetic)
+    rc, out, err = run_main("--exp", "a", "--exp", "b", "--runs-dir", str(runs), "--quiet")
+    assert rc == 0, err
+    assert "ensemble of 2 experiments: a, b" in out
+    out_dir = runs / "a" / "noise+b"
+    ranking = read_ranking(out_dir / "suspects.csv")
+    assert "averaged with 'b'" in (out_dir / noise.DRAFT_NAME).read_text()
+    # the same ranking as one experiment holding the averaged probabilities
+    mean = {}
+    for task in ("mask", "gender"):
+        cols = prob_columns(a[task].filter(like="prob_").shape[1])
+        other = b[task].set_index(["person", "stem"]).loc[pd.MultiIndex.from_frame(a[task][["person", "stem"]])]
+        mean[task] = a[task].assign(**{c: (a[task][c].to_numpy() + other[c].to_numpy()) / 2 for c in cols})
+    write_experiment(runs, "mean", mean | {"age": a["age"]}, synthetic)
+    rc, _, err = run_main("--exp", "mean", "--runs-dir", str(runs), "--quiet")
+    assert rc == 0, err
+    by_unit = ["kind", "person", "image"]
+    ours = ranking.sort_values(by_unit, ignore_index=True)
+    theirs = read_ranking(runs / "mean" / "noise" / "suspects.csv").sort_values(by_unit, ignore_index=True)
+    pd.testing.assert_frame_equal(ours.drop(columns="reason"), theirs.drop(columns="reason"), atol=2e-4)
+    assert "age: predicted by a only" in caplog.text
+    # a comma list is the same ensemble
+    rc, _, err = run_main("--exp", "a,b", "--runs-dir", str(runs), "--quiet", "--out", str(tmp_path / "comma"))
+    assert rc == 0, err
+    pd.testing.assert_frame_equal(ranking, read_ranking(tmp_path / "comma" / "suspects.csv"))
+
+
+def test_an_ensemble_of_seeds_finds_what_each_seed_misses(tmp_path):
+    """Four seeds, each misreading a different tenth of the people: alone, each flags the flips among
+    many false alarms; averaged, they find the flips at a precision none of them reaches."""
+    rng = np.random.default_rng(7)
+    n, flips = 1500, 15
+    true = rng.integers(2, size=n)
+    flipped = rng.choice(n, flips, replace=False)
+    label = true.copy()
+    label[flipped] = 1 - label[flipped]
+    planted = {f"p{i:04d}" for i in flipped}
+    names = [f"s{k}" for k in range(4)]
+    for k, name in enumerate(names):
+        write_experiment(tmp_path, name, {"gender": seed_gender(true, label, seed=k)}, tmp_path / "no-data")
+
+    def scores(exps: list[str]) -> tuple[float, float]:
+        frames, missing, members = noise.read_ensemble([tmp_path / e for e in exps])
+        assert missing == ["mask", "age"] and members == {"gender": exps}
+        marked = set(flagged(noise.gender_suspects(frames["gender"]))["person"])
+        return len(marked & planted) / len(planted), len(marked & planted) / max(len(marked), 1)
+
+    alone = [scores([name]) for name in names]
+    recall, precision = scores(names)
+    assert recall >= 0.8 and precision >= 0.5, (recall, precision)
+    for _, p in alone:
+        assert p < 0.5 and precision > p + 0.25, (alone, precision)
+
+
+def test_an_ensemble_needs_the_same_photos_and_labels(synthetic, tmp_path):
+    runs = tmp_path / "runs"
+    frames = simulate_oof(synthetic)
+    write_experiment(runs, "a", frames, synthetic)
+    relabelled = {t: f.copy() for t, f in frames.items()}
+    relabelled["gender"].loc[relabelled["gender"]["person"] == relabelled["gender"]["person"].iloc[0], "label"] ^= 1
+    write_experiment(runs, "relabelled", relabelled, synthetic)
+    rc, _, err = run_main("--exp", "a", "--exp", "relabelled", "--runs-dir", str(runs), "--quiet")
+    assert rc == 2 and "experiments a and relabelled give 7 photos different gender labels" in err
+    assert "data.relabel" in err and not (runs / "a" / "noise+relabelled").exists()
+
+    fewer = {t: f[f["person"] != f["person"].iloc[0]] for t, f in frames.items()}
+    write_experiment(runs, "fewer", fewer, synthetic)
+    rc, _, err = run_main("--exp", "a,fewer", "--runs-dir", str(runs), "--quiet")
+    assert rc == 2 and "out-of-fold mask predictions for different photos: 7 only in a" in err
+
+    write_experiment(runs, "cuts", frames, synthetic)
+    for config in (runs / "cuts" / "age").glob("fold*/config.yaml"):
+        saved = yaml.safe_load(config.read_text())
+        saved["data"]["age_cuts"] = [30, 58]
+        config.write_text(yaml.safe_dump(saved))
+    rc, _, err = run_main("--exp", "a", "--exp", "cuts", "--runs-dir", str(runs), "--quiet")
+    assert rc == 2 and "different data.age_cuts ([30, 60] in a, [30, 58] in cuts)" in err
+
+    rc, _, err = run_main("--exp", "a", "--exp", "a", "--runs-dir", str(runs), "--quiet")
+    assert rc == 2 and "names an experiment twice" in err
+    rc, _, err = run_main("--exp", ",", "--runs-dir", str(runs), "--quiet")
+    assert rc == 2 and "names no experiment" in err
 
 
 # ------------------------------------------------------------------------------------ errors

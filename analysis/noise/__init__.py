@@ -1,7 +1,7 @@
 """Find likely label errors and outlier photos in an experiment's out-of-fold predictions.
 
-    python -m analysis.noise --exp NAME [--runs-dir runs] [--data-dir DIR] [--top N] [--out DIR]
-        [--thresholds {adaptive,fixed}] [--min-confidence C] [--wandb MODE]
+    python -m analysis.noise --exp NAME [--exp NAME2 ...] [--runs-dir runs] [--data-dir DIR] [--top N]
+        [--out DIR] [--thresholds {adaptive,fixed}] [--min-confidence C] [--wandb MODE]
 
 Reads ``runs/<exp>/<task>/fold<k>/oof.csv`` of the mask, gender and age models (any subset; the missing
 ones are named) and writes into ``runs/<exp>/noise/`` (or ``--out``):
@@ -18,6 +18,13 @@ ones are named) and writes into ``runs/<exp>/noise/`` (or ``--out``):
 - ``truth-scores.json``, for a synthetic set (its ``truth/noise.csv``): person-level precision and recall
   of the flags per planted error kind, and the recall within the top 2 x planted of the ranking, also
   printed. A kind the finder does not know stops it with the kinds it knows.
+
+Several experiments (``--exp A --exp B``, or ``--exp A,B``: seeds, backbones or recipes trained on the same
+data) are an ensemble: each photo's probabilities are averaged over the experiments that predicted its task
+(:func:`read_ensemble`), which must hold the same photos, labels and age cuts (their folds may differ: each
+prediction is out-of-fold for its own model); the first gives the config and the data, and the outputs go to
+``runs/<A>/noise+<B>[+<C>...]/``. A model's misreadings that another seed does not share average away, and
+the flags of a weak model gain most (see the README's measurements).
 
 The images come from the experiment's data directory (its saved ``config.yaml``, or ``--data-dir``);
 without it the finder still ranks, but draws no contact sheet and uses the models alone.
@@ -57,17 +64,18 @@ to certainty (1) above it, or to zero (-1) below it (0 at the threshold): within
 confidence, and it puts classes and kinds with different thresholds on one scale. The scores of different
 kinds are alike in meaning, not calibrated against each other: read the ranking within a kind first.
 
-The modules: ``reading`` (the experiment's predictions, config and data), ``suspects`` (the columns and
+The modules: ``reading`` (the experiments' predictions, config and data), ``suspects`` (the columns and
 constants), ``thresholds`` (the decision), ``rules`` (the person-level rules), ``outliers``, ``ranking``
 (:func:`find_suspects`, every kind), ``outputs`` (draft, contact sheet, W&B), ``truth`` (a synthetic set's
 planted errors), ``finder`` (the run), ``command`` (the command line).
 """
 
 from analysis.noise.command import main
-from analysis.noise.finder import run_finder
+from analysis.noise.finder import experiment_names, run_finder
 from analysis.noise.outliers import outlier_suspects, photo_scores
 from analysis.noise.outputs import DRAFT_NAME, SHEET_NAME, SUSPECTS_NAME, check_draft, draft_corrections, log_wandb
 from analysis.noise.ranking import find_suspects
+from analysis.noise.reading import read_ensemble, read_oof_frames
 from analysis.noise.rules import age_suspects, gender_suspects, mask_swap_suspects, person_posteriors, swap_pairs
 from analysis.noise.suspects import (
     ADAPTIVE,
@@ -99,6 +107,7 @@ __all__ = [
     "check_draft",
     "class_thresholds",
     "draft_corrections",
+    "experiment_names",
     "find_suspects",
     "gender_suspects",
     "judge",
@@ -109,6 +118,8 @@ __all__ = [
     "person_posteriors",
     "photo_scores",
     "read_disputed",
+    "read_ensemble",
+    "read_oof_frames",
     "read_truth",
     "run_finder",
     "scaled_score",

@@ -25,6 +25,8 @@ def summarize(report: NoiseReport) -> str:
         f"{k} {int((s['kind'] == k).sum())} ({int((s['flag'] & (s['kind'] == k)).sum())})" for k in KINDS
     )
     lines = [f"{len(s)} units ranked, flagged in brackets: {counts}"]
+    if len(report.experiments) > 1:
+        lines.insert(0, f"ensemble of {len(report.experiments)} experiments: {', '.join(report.experiments)}")
     lines.append(f"thresholds ({report.mode}): {_thresholds_text(report.thresholds)}")
     if report.missing:
         lines.append(f"missing out-of-fold predictions: {', '.join(report.missing)} (those checks were skipped)")
@@ -54,13 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
         description=sys.modules[__package__].__doc__.split("\n")[0],  # the package doc's first line
         epilog="Decision rule: see the package doc (analysis/noise/__init__.py).",
     )
-    p.add_argument("--exp", required=True, help="experiment name: reads runs/<exp>/<task>/fold<k>/oof.csv")
+    p.add_argument(
+        "--exp",
+        required=True,
+        action="append",
+        help="experiment name: reads runs/<exp>/<task>/fold<k>/oof.csv. Several (--exp A --exp B, or --exp A,B: "
+        "seeds, backbones or recipes on the same data) are an ensemble: each photo's probabilities are averaged",
+    )
     p.add_argument("--runs-dir", default="runs", help="where the experiments are (default: runs)")
     p.add_argument("--data-dir", help="the data (default: the experiment's saved data.dir)")
     p.add_argument(
         "--top", type=int, default=24, help="top of the ranking on the contact sheet and in W&B (default 24)"
     )
-    p.add_argument("--out", help="output folder (default: runs/<exp>/noise)")
+    p.add_argument("--out", help="output folder (default: runs/<exp>/noise; an ensemble's: runs/<A>/noise+<B>...)")
     p.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"], help="default: the experiment's")
     p.add_argument(
         "--thresholds",

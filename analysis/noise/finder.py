@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from analysis.noise.outputs import (
     log_wandb,
 )
 from analysis.noise.ranking import find_suspects
-from analysis.noise.reading import DataInfo, load_data_info, read_oof_frames, saved_config
+from analysis.noise.reading import DataInfo, load_data_info, read_ensemble, saved_config
 from analysis.noise.suspects import ADAPTIVE, KINDS, MIN_CONFIDENCE, THRESHOLD_MODES
 from analysis.noise.truth import PLANTED, TRUTH_DIR, TRUTH_SCORES_NAME, read_disputed, read_truth, score_suspects
 from analysis.scoring import oof_age_cuts
@@ -29,7 +30,7 @@ from callbacks.wandb_run import resolve_mode
 from configs.config import load_config
 from core.atomic import atomic_path, write_text_atomic
 from core.errors import ConfigError, DataError
-from rundir.layout import NOISE, exp_dir
+from rundir.layout import exp_dir, noise_dir
 
 log = logging.getLogger("noise")
 
@@ -51,6 +52,7 @@ class NoiseReport:
     mode: str = ADAPTIVE
     thresholds: dict = field(default_factory=dict)  # the thresholds used, by kind (or task) and class
     seconds: float = 0.0  # reading and ranking, outputs not included
+    experiments: list[str] = field(default_factory=list)  # the experiments averaged (the first's config and data)
 
     @property
     def flagged(self) -> pd.DataFrame:
@@ -66,8 +68,19 @@ def _wandb_config(config_path: Path | None, exp: str):
     return cfg
 
 
+def experiment_names(exp: str | Sequence[str]) -> list[str]:
+    """``"A"``, ``"A,B"`` or ``["A", "B,C"]`` -> the experiments named, in order (an error for none or a repeat)."""
+    values = [exp] if isinstance(exp, str) else list(exp)
+    names = [n.strip() for v in values for n in str(v).split(",") if n.strip()]
+    if not names:
+        raise ConfigError(f"--exp {exp!r} names no experiment")
+    if len(set(names)) < len(names):
+        raise ConfigError(f"--exp: {', '.join(names)} names an experiment twice")
+    return names
+
+
 def run_finder(
-    exp: str,
+    exp: str | Sequence[str],
     runs_dir: str | Path = "runs",
     data_dir: str | Path | None = None,
     top: int = 24,
@@ -78,15 +91,21 @@ def run_finder(
     mode: str = ADAPTIVE,
 ) -> NoiseReport:
     """Rank every unit of experiment ``exp`` and write suspects.csv, the contact sheet of the top ``top``
-    and the draft of the flagged. ``mode``: ``adaptive`` (per-class thresholds from the out-of-fold
-    probabilities) or ``fixed`` (``min_confidence`` for every rule)."""
+    and the draft of the flagged. Several experiments (a list, or ``"A,B"``) are an ensemble: each photo's
+    out-of-fold probabilities are averaged over them (:func:`read_ensemble`), the first gives the config and
+    data, and the outputs go to ``runs/<A>/noise+<B>...``. ``mode``: ``adaptive`` (per-class thresholds from
+    the out-of-fold probabilities) or ``fixed`` (``min_confidence`` for every rule)."""
     if mode not in THRESHOLD_MODES:
         raise ConfigError(f"thresholds {mode!r}: expected one of {', '.join(THRESHOLD_MODES)}")
     start = time.perf_counter()
-    experiment = exp_dir(runs_dir, exp)
-    frames, missing = read_oof_frames(experiment)
+    names = experiment_names(exp)
+    experiment = exp_dir(runs_dir, names[0])
+    frames, missing, members = read_ensemble([exp_dir(runs_dir, n) for n in names])
     if missing:
         log.warning("no out-of-fold predictions for %s: those checks are skipped", ", ".join(missing))
+    for task, averaged in members.items():
+        if len(names) > 1 and len(averaged) < len(names):
+            log.warning("%s: predicted by %s only: the ensemble reads it from them", task, ", ".join(averaged))
     config, config_path = saved_config(experiment)
     data_cfg = config.get("data") or {}
     relabel = [str(r) for r in data_cfg.get("relabel") or []]
@@ -99,13 +118,13 @@ def run_finder(
     thresholds = suspects.attrs.get("thresholds", {})
     seconds = time.perf_counter() - start
 
-    out_dir = Path(out) if out else experiment / NOISE
+    out_dir = Path(out) if out else noise_dir(runs_dir, names)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv = out_dir / SUSPECTS_NAME
     with atomic_path(csv) as tmp:
         suspects.to_csv(tmp, index=False, float_format="%.4f")
     draft = out_dir / DRAFT_NAME
-    write_text_atomic(draft, draft_corrections(suspects, exp, cuts, data.relabel, str(draft)))
+    write_text_atomic(draft, draft_corrections(suspects, names[0], cuts, data.relabel, str(draft), names[1:]))
     changes = None
     if data.images is not None:
         changes = len(check_draft(draft, data.images))
@@ -117,14 +136,14 @@ def run_finder(
         rule = {"thresholds": mode, "min_confidence": min_confidence, "used": thresholds}
         write_text_atomic(truth_file, json.dumps({**rule, "scores": scores}, indent=2) + "\n")
 
-    cfg = _wandb_config(config_path, exp)
+    cfg = _wandb_config(config_path, names[0])
     if wandb_mode:
         cfg.wandb.mode = wandb_mode
     wandb_run_mode = resolve_mode(cfg.wandb.mode)
     if wandb_run_mode != "disabled":
         counts = suspects.loc[suspects["flag"], "kind"].value_counts().reindex(KINDS, fill_value=0).to_dict()
-        summary = {"exp": exp, "thresholds": mode, "min_confidence": min_confidence, "missing_tasks": missing}
-        summary |= {"counts": counts, "thresholds_used": thresholds}
+        summary = {"exp": names[0], "ensemble": names, "thresholds": mode, "min_confidence": min_confidence}
+        summary |= {"missing_tasks": missing, "counts": counts, "thresholds_used": thresholds}
         log_wandb(cfg, wandb_run_mode, suspects.head(top), data.files, sheet, summary, progress)
     return NoiseReport(
         suspects,
@@ -142,4 +161,5 @@ def run_finder(
         mode,
         thresholds,
         seconds,
+        names,
     )

@@ -18,7 +18,7 @@ from analysis.noise.suspects import SUSPECT_COLUMNS, image_stem
 from callbacks.wandb_run import init_run
 from core.tasks import TASKS
 from datamodules.relabel import apply_relabels
-from rundir.layout import NOISE, exp_dir
+from rundir.layout import noise_dir
 
 log = logging.getLogger("noise")
 
@@ -40,17 +40,24 @@ def _nearest_age(given_text: str, suggested_text: str, cuts: tuple[int, int]) ->
 
 
 def draft_corrections(
-    suspects: pd.DataFrame, exp: str, cuts: tuple[int, int], relabel: Sequence[str] = (), draft_path: str = ""
+    suspects: pd.DataFrame,
+    exp: str,
+    cuts: tuple[int, int],
+    relabel: Sequence[str] = (),
+    draft_path: str = "",
+    averaged_with: Sequence[str] = (),
 ) -> str:
     """The flagged units as a corrections file (datamodules/relabel.py's format), one comment of evidence
-    each (a table without a ``flag`` column counts as all flagged)."""
+    each (a table without a ``flag`` column counts as all flagged); ``averaged_with``: the other experiments
+    of an ensemble."""
     if "flag" in suspects:
         suspects = suspects[suspects["flag"].astype(bool)]
     q = json.dumps  # a JSON string is a valid double-quoted YAML string
-    path = draft_path or str(exp_dir("runs", exp) / NOISE / DRAFT_NAME)
+    path = draft_path or str(noise_dir("runs", [exp, *averaged_with]) / DRAFT_NAME)
     files = ", ".join([*relabel, path])
+    averaged = f" (averaged with {', '.join(map(repr, averaged_with))})" if averaged_with else ""
     lines = [
-        f"# Draft corrections for experiment {exp!r}, from the noise finder ({COMMAND}) on",
+        f"# Draft corrections for experiment {exp!r}{averaged}, from the noise finder ({COMMAND}) on",
         f"# {date.today().isoformat()}: the {len(suspects)} units it flagged (suspects.csv ranks every unit).",
         "# REVIEW BEFORE USE: look at suspects.png and suspects.csv beside this file, delete every entry you",
         "# do not agree with and check each suggested age (the models only tell the age group). Then train with:",

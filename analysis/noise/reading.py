@@ -1,5 +1,6 @@
-"""What the noise finder reads: an experiment's out-of-fold predictions and saved config, and the data
-directory's photos and ages (after the experiment's corrections)."""
+"""What the noise finder reads: an experiment's out-of-fold predictions (or several experiments', averaged
+per photo: :func:`read_ensemble`) and saved config, and the data directory's photos and ages (after the
+experiment's corrections)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from analysis.scoring import read_task_oof
+from analysis.scoring import oof_age_cuts, read_task_oof
 from core.errors import DataError
 from core.tasks import MULTIHEAD, TASK_NAMES, TASKS
 from datamodules.layout import read_train
@@ -42,6 +43,56 @@ def read_oof_frames(exp_dir: Path) -> tuple[dict[str, pd.DataFrame], list[str]]:
             "(train.py writes them for every validated fold)"
         )
     return frames, missing
+
+
+def _ensemble_check(task: str, a: str, fa: pd.DataFrame, b: str, fb: pd.DataFrame) -> None:
+    """Two experiments' frames of one task hold the same photos with the same labels, else a DataError."""
+    keys_a, keys_b = fa.set_index(KEY).index, fb.set_index(KEY).index
+    only = {a: keys_a.difference(keys_b), b: keys_b.difference(keys_a)}
+    if any(len(k) for k in only.values()):
+        said = "; ".join(f"{len(k)} only in {who} (e.g. {'/'.join(k[0])})" for who, k in only.items() if len(k))
+        raise DataError(
+            f"experiments {a} and {b} have out-of-fold {task} predictions for different photos: {said}. An "
+            "ensemble averages each photo's predictions: train every experiment on the same data, every fold"
+        )
+    differ = fa["label"].to_numpy() != fb["label"].to_numpy()
+    if differ.any():
+        first = fa.loc[differ].iloc[0]
+        raise DataError(
+            f"experiments {a} and {b} give {int(differ.sum())} photos different {task} labels, e.g. "
+            f"{first['person']}/{first['stem']}: {first['label']} in {a}, {fb.loc[differ, 'label'].iloc[0]} in {b}. "
+            "They were trained with different corrections (data.relabel) or age cuts (data.age_cuts): an ensemble "
+            "needs the same labels"
+        )
+
+
+def read_ensemble(exp_dirs: list[Path]) -> tuple[dict[str, pd.DataFrame], list[str], dict[str, list[str]]]:
+    """Several experiments' out-of-fold predictions, each photo's probabilities averaged over the experiments
+    that predicted its task (seeds, backbones or recipes of one data set: an ensemble reads the photos more
+    surely than any of its members); the tasks none predicted; and, per task, the experiments averaged. The
+    experiments must hold the same photos, labels and age cuts (else a DataError naming what differs); their
+    folds may differ, every prediction being out-of-fold for its own model. One experiment reads as
+    :func:`read_oof_frames`."""
+    read = {Path(d).name: read_oof_frames(Path(d))[0] for d in exp_dirs}  # distinct experiments
+    cuts = {name: oof_age_cuts(Path(d)) for name, d in zip(read, exp_dirs, strict=True) if "age" in read[name]}
+    if len(set(cuts.values())) > 1:
+        listing = ", ".join(f"{list(c)} in {name}" for name, c in cuts.items())
+        raise DataError(f"the experiments' age models use different data.age_cuts ({listing}): an ensemble needs one")
+    frames, missing, members = {}, [], {}
+    for task in TASK_NAMES:
+        have = {name: f[task] for name, f in read.items() if task in f}
+        if not have:
+            missing.append(task)
+            continue
+        (a, first), *others = have.items()
+        columns = prob_columns(TASKS[task].num_classes)
+        total = first[columns].to_numpy(float)
+        for b, other in others:
+            _ensemble_check(task, a, first, b, other)
+            total = total + other[columns].to_numpy(float)
+        frames[task] = first.assign(**dict(zip(columns, (total / len(have)).T, strict=True)))
+        members[task] = list(have)
+    return frames, missing, members
 
 
 def saved_config(exp_dir: Path) -> tuple[dict, Path | None]:
