@@ -9,7 +9,8 @@ default; ``fixed``: one cut, 0.9), scores each ranking against the set's ``truth
   (outliers also per photo), and ``recall_top_n``: the share of the planted people among the first
   ``top_n`` = 2 x planted units of that kind's ranking, flagged or not (what a reviewer taking the top of
   ``suspects.csv`` gets); flags on the people of ``truth/disputed.csv`` (drawn between the genders) count
-  as false alarms and are also reported apart;
+  as false alarms and are also reported apart; for gender flips and swaps, the missed and the falsely flagged
+  units, each with its rank, confidence and threshold;
 - the thresholds each mode used (by kind or task, and class), the finder's seconds (reading and ranking;
   and with its outputs), whether the targets are met (``--target``: gender flips and mask swaps, recall
   >= 0.9 at precision >= 0.8 for a strong model, >= 0.8 at >= 0.5 for a weak one);
@@ -106,6 +107,25 @@ def target_met(scores: dict, target: dict) -> dict[str, bool]:
     }
 
 
+def errors_by_unit(suspects: pd.DataFrame, truth: pd.DataFrame, disputed: dict[str, set[str]]) -> dict:
+    """For each target kind, the planted units not flagged (``missed``) and the flagged units not planted
+    (``false_alarms``): person, rank in the kind's ranking (1 first), confidence, threshold, and whether the
+    person is disputed."""
+    out = {}
+    for kind in TARGET_KINDS:
+        planted = set(truth.loc[truth["kind"] == kind, "path"])
+        units = suspects[suspects["kind"] == kind].reset_index(drop=True).assign(rank=lambda d: d.index + 1)
+        units["disputed"] = units["person"].isin(disputed.get(kind, set()))
+        units[["confidence", "threshold"]] = units[["confidence", "threshold"]].round(4)
+        is_planted = units["person"].isin(planted)
+        columns = ["person", "rank", "confidence", "threshold", "disputed"]
+        out[kind] = {
+            "missed": units.loc[is_planted & ~units["flag"], columns].to_dict("records"),
+            "false_alarms": units.loc[~is_planted & units["flag"], columns].to_dict("records"),
+        }
+    return out
+
+
 def run_mode(args, mode: str, min_confidence: float) -> tuple[NoiseReport, dict]:
     """One finder run, and its part of the results."""
     start = time.perf_counter()
@@ -131,6 +151,7 @@ def run_mode(args, mode: str, min_confidence: float) -> tuple[NoiseReport, dict]
         "ranked": len(report.suspects),
         "scores": scores,
         "target_met": target_met(scores, TARGETS[args.target]),
+        "units": errors_by_unit(report.suspects, args.truth, args.disputed),
     }
     return report, part
 
@@ -162,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
     truth = noise.read_truth(args.data_dir)  # a clear error for a set without planted truth (or unknown kinds)
     disputed = noise.read_disputed(args.data_dir)
+    args.truth, args.disputed = truth, disputed
     args.exp = noise.experiment_names(args.exp)
     modes, report = {}, None
     for mode in dict.fromkeys(args.thresholds):
