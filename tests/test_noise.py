@@ -678,9 +678,9 @@ def test_an_ensemble_of_seeds_finds_what_each_seed_misses(tmp_path):
         write_experiment(tmp_path, name, {"gender": seed_gender(true, label, seed=k)}, tmp_path / "no-data")
 
     def scores(exps: list[str]) -> tuple[float, float]:
-        frames, missing, members = noise.read_ensemble([tmp_path / e for e in exps])
-        assert missing == ["mask", "age"] and members == {"gender": exps}
-        marked = set(flagged(noise.gender_suspects(frames["gender"]))["person"])
+        ensemble = noise.read_ensemble([tmp_path / e for e in exps])
+        assert ensemble.missing == ["mask", "age"] and ensemble.members == {"gender": exps}
+        marked = set(flagged(noise.gender_suspects(ensemble.frames["gender"]))["person"])
         return len(marked & planted) / len(planted), len(marked & planted) / max(len(marked), 1)
 
     alone = [scores([name]) for name in names]
@@ -688,6 +688,24 @@ def test_an_ensemble_of_seeds_finds_what_each_seed_misses(tmp_path):
     assert recall >= 0.8 and precision >= 0.5, (recall, precision)
     for _, p in alone:
         assert p < 0.5 and precision > p + 0.25, (alone, precision)
+
+
+def test_an_ensemble_reads_age_at_its_age_models_cuts(synthetic, tmp_path):
+    """The age groups are those of the experiments that predict age, even when the first one does not."""
+    runs = tmp_path / "runs"
+    frames = simulate_oof(synthetic)
+    write_experiment(runs, "no-age", {t: frames[t] for t in ("mask", "gender")}, synthetic)
+    write_experiment(runs, "cut58", frames, synthetic)
+    for config in (runs / "cut58" / "age").glob("fold*/config.yaml"):
+        saved = yaml.safe_load(config.read_text())
+        saved["data"]["age_cuts"] = [30, 58]
+        config.write_text(yaml.safe_dump(saved))
+    assert noise.read_ensemble([runs / "no-age", runs / "cut58"]).age_cuts == (30, 58)
+    rc, _, err = run_main("--exp", "no-age", "--exp", "cut58", "--runs-dir", str(runs), "--quiet")
+    assert rc == 0, err
+    ages = read_ranking(runs / "no-age" / "noise+cut58" / "suspects.csv").query("kind == 'age'")
+    assert ages["suggested"].str.contains(r"old \(58\+\)").any(), ages["suggested"].unique()
+    assert not ages["suggested"].str.contains(r"\(60\+\)").any()
 
 
 def test_an_ensemble_needs_the_same_photos_and_labels(synthetic, tmp_path):

@@ -25,7 +25,6 @@ from analysis.noise.ranking import find_suspects
 from analysis.noise.reading import DataInfo, load_data_info, read_ensemble, saved_config
 from analysis.noise.suspects import ADAPTIVE, KINDS, MIN_CONFIDENCE, THRESHOLD_MODES
 from analysis.noise.truth import PLANTED, TRUTH_DIR, TRUTH_SCORES_NAME, read_disputed, read_truth, score_suspects
-from analysis.scoring import oof_age_cuts
 from callbacks.wandb_run import resolve_mode
 from configs.config import load_config
 from core.atomic import atomic_path, write_text_atomic
@@ -100,10 +99,11 @@ def run_finder(
     start = time.perf_counter()
     names = experiment_names(exp)
     experiment = exp_dir(runs_dir, names[0])
-    frames, missing, members = read_ensemble([exp_dir(runs_dir, n) for n in names])
+    ensemble = read_ensemble([exp_dir(runs_dir, n) for n in names])
+    frames, missing, cuts = ensemble.frames, ensemble.missing, ensemble.age_cuts
     if missing:
         log.warning("no out-of-fold predictions for %s: those checks are skipped", ", ".join(missing))
-    for task, averaged in members.items():
+    for task, averaged in ensemble.members.items():
         if len(names) > 1 and len(averaged) < len(names):
             log.warning("%s: predicted by %s only: the ensemble reads it from them", task, ", ".join(averaged))
     config, config_path = saved_config(experiment)
@@ -113,7 +113,6 @@ def run_finder(
     truth = None
     if data.data_dir is not None and (data.data_dir / TRUTH_DIR / PLANTED).is_file():
         truth = read_truth(data.data_dir), read_disputed(data.data_dir)  # read first: a bad file stops here
-    cuts = oof_age_cuts(experiment)  # the k-fold age models' (or the multihead models')
     suspects = find_suspects(frames, data.ages or None, cuts, data.files, min_confidence, progress, mode)
     thresholds = suspects.attrs.get("thresholds", {})
     seconds = time.perf_counter() - start

@@ -13,7 +13,7 @@ import yaml
 
 from analysis.scoring import oof_age_cuts, read_task_oof
 from core.errors import DataError
-from core.tasks import MULTIHEAD, TASK_NAMES, TASKS
+from core.tasks import COMPETITION_AGE_CUTS, MULTIHEAD, TASK_NAMES, TASKS
 from datamodules.layout import read_train
 from datamodules.relabel import apply_relabels
 from rundir.layout import CONFIG, FULL, HOLDOUT, KEY, fold_dirs, prob_columns
@@ -66,13 +66,22 @@ def _ensemble_check(task: str, a: str, fa: pd.DataFrame, b: str, fb: pd.DataFram
         )
 
 
-def read_ensemble(exp_dirs: list[Path]) -> tuple[dict[str, pd.DataFrame], list[str], dict[str, list[str]]]:
+@dataclass
+class Ensemble:
+    """Several experiments' out-of-fold predictions read as one (:func:`read_ensemble`)."""
+
+    frames: dict[str, pd.DataFrame]  # task -> each photo's probabilities averaged over the experiments
+    missing: list[str]  # the tasks no experiment predicted
+    members: dict[str, list[str]]  # task -> the experiments averaged
+    age_cuts: tuple[int, int]  # those of the experiments that predict age (the competition's when none does)
+
+
+def read_ensemble(exp_dirs: list[Path]) -> Ensemble:
     """Several experiments' out-of-fold predictions, each photo's probabilities averaged over the experiments
     that predicted its task (seeds, backbones or recipes of one data set: an ensemble reads the photos more
-    surely than any of its members); the tasks none predicted; and, per task, the experiments averaged. The
-    experiments must hold the same photos, labels and age cuts (else a DataError naming what differs); their
-    folds may differ, every prediction being out-of-fold for its own model. One experiment reads as
-    :func:`read_oof_frames`."""
+    surely than any of its members). The experiments must hold the same photos, labels and age cuts (else a
+    DataError naming what differs); their folds may differ, every prediction being out-of-fold for its own
+    model. One experiment reads as :func:`read_oof_frames`."""
     read = {Path(d).name: read_oof_frames(Path(d))[0] for d in exp_dirs}  # distinct experiments
     cuts = {name: oof_age_cuts(Path(d)) for name, d in zip(read, exp_dirs, strict=True) if "age" in read[name]}
     if len(set(cuts.values())) > 1:
@@ -92,7 +101,7 @@ def read_ensemble(exp_dirs: list[Path]) -> tuple[dict[str, pd.DataFrame], list[s
             total = total + other[columns].to_numpy(float)
         frames[task] = first.assign(**dict(zip(columns, (total / len(have)).T, strict=True)))
         members[task] = list(have)
-    return frames, missing, members
+    return Ensemble(frames, missing, members, next(iter(cuts.values()), COMPETITION_AGE_CUTS))
 
 
 def saved_config(exp_dir: Path) -> tuple[dict, Path | None]:
