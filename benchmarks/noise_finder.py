@@ -2,8 +2,9 @@
 
 Runs the finder (``python -m analysis.noise``) on an experiment trained on a synthetic data set, once per
 threshold mode (``adaptive``: per-class thresholds from the out-of-fold probabilities, the finder's
-default; ``fixed``: one cut, 0.9), scores each ranking against the set's ``truth/noise.csv`` and writes
-``benchmarks/results/noise-finder-<name>.json``:
+default; ``fixed``: one cut, 0.9) and pooling of a person's photos (``mean``, the default, recorded as
+``adaptive`` and ``fixed``; ``learnt``, recorded as ``adaptive-learnt`` and ``fixed-learnt``), scores each
+ranking against the set's ``truth/noise.csv`` and writes ``benchmarks/results/noise-finder-<name>.json``:
 
 - per planted kind (gender, age, mask_swap, outlier): person-level precision and recall of the flags
   (outliers also per photo), and ``recall_top_n``: the share of the planted people among the first
@@ -17,8 +18,9 @@ default; ``fixed``: one cut, 0.9), scores each ranking against the set's ``truth
 - the models' out-of-fold macro F1 per task, their settings and training time, and the device
   (``--device``, "cpu-2core" by default).
 
-Each mode's outputs go to ``runs/<exp>/noise-<mode>/`` (an ensemble's: ``runs/<A>/noise+<B>-<mode>/``), and the
-adaptive mode's again at each ``--caps`` value, the ceiling of its thresholds, for the gender and swap scores.
+Each mode's outputs go to ``runs/<exp>/noise-<mode>[-learnt]/`` (an ensemble's: ``runs/<A>/noise+<B>-<mode>...``),
+and the adaptive mode's (mean pooling) again at each ``--caps`` value, the ceiling of its thresholds, for the
+gender and swap scores.
 
 The experiments: the default synthetic set's 2,700 people and planted noise, drawn at 48x64, one multihead
 ``test_resnet`` per fold on the 2-core CPU, from the options benchmark's settings
@@ -126,11 +128,12 @@ def errors_by_unit(suspects: pd.DataFrame, truth: pd.DataFrame, disputed: dict[s
     return out
 
 
-def run_mode(args, mode: str, min_confidence: float) -> tuple[NoiseReport, dict]:
+def run_mode(args, mode: str, min_confidence: float, pooling: str = noise.MEAN) -> tuple[NoiseReport, dict]:
     """One finder run, and its part of the results."""
     start = time.perf_counter()
     out = noise_dir(args.runs_dir, args.exp)
-    suffix = f"-{mode}" + (f"-{min_confidence:g}" if min_confidence != args.min_confidence else "")
+    suffix = f"-{mode}" + (f"-{pooling}" if pooling != noise.MEAN else "")
+    suffix += f"-{min_confidence:g}" if min_confidence != args.min_confidence else ""
     report = noise.run_finder(
         args.exp,
         args.runs_dir,
@@ -140,10 +143,12 @@ def run_mode(args, mode: str, min_confidence: float) -> tuple[NoiseReport, dict]
         min_confidence=min_confidence,
         progress=False,
         mode=mode,
+        pooling=pooling,
     )
     total = time.perf_counter() - start
     scores = report.truth_scores or {}
     part = {
+        "pooling": report.pooling,
         "thresholds": report.thresholds,
         "finder_seconds": round(report.seconds, 1),
         "finder_seconds_with_outputs": round(total, 1),
@@ -171,6 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--thresholds", nargs="+", choices=noise.THRESHOLD_MODES, default=list(noise.THRESHOLD_MODES))
     ap.add_argument("--min-confidence", type=float, default=noise.MIN_CONFIDENCE)
     ap.add_argument(
+        "--pooling",
+        nargs="+",
+        choices=noise.POOLINGS,
+        default=list(noise.POOLINGS),
+        help="each threshold mode with these poolings of a person's photos (default: mean learnt); the modes of "
+        "a pooling other than mean are recorded as <mode>-<pooling>",
+    )
+    ap.add_argument(
         "--caps",
         type=float,
         nargs="*",
@@ -186,8 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     args.truth, args.disputed = truth, disputed
     args.exp = noise.experiment_names(args.exp)
     modes, report = {}, None
-    for mode in dict.fromkeys(args.thresholds):
-        report, modes[mode] = run_mode(args, mode, args.min_confidence)
+    for pooling in dict.fromkeys(args.pooling):
+        for mode in dict.fromkeys(args.thresholds):
+            key = mode if pooling == noise.MEAN else f"{mode}-{pooling}"
+            done, modes[key] = run_mode(args, mode, args.min_confidence, pooling)
+            report = report or done
     caps = {}
     for cap in [c for c in args.caps if c != args.min_confidence]:
         part = run_mode(args, noise.ADAPTIVE, cap)[1]

@@ -26,6 +26,7 @@ so that hardly a person reaches the fixed cut of 0.9, while their photos, pooled
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import shutil
@@ -194,23 +195,35 @@ def test_suspects_are_sorted_and_typed():
 # ------------------------------------------------------------------------------------ the thresholds
 
 
+def flip_some(n: int, flips: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` people's true genders, their labels with ``flips`` of them the other gender, and who those are."""
+    true = rng.integers(2, size=n)
+    flipped = rng.choice(n, flips, replace=False)
+    label = true.copy()
+    label[flipped] = 1 - label[flipped]
+    return true, label, flipped
+
+
+def gender_frame(female: np.ndarray, label: np.ndarray) -> pd.DataFrame:
+    """A gender OOF frame: person ``p0000``... labelled ``label[i]``, their photo ``STEMS[j]`` read as female
+    at ``female[i, j]``."""
+    rows = [
+        (f"p{i:04d}", stem, int(label[i]), [1 - female[i, j], female[i, j]])
+        for i in range(len(label))
+        for j, stem in enumerate(STEMS)
+    ]
+    return frame(rows)
+
+
 def weak_gender(n: int = 2000, flips: int = 20, seed: int = 0) -> tuple[pd.DataFrame, set[str]]:
     """A weak, unsure gender model (image-level macro F1 0.83): each person a logit of N(1.5, 0.3) towards
     their true gender, each photo N(0, 1.5) more; ``flips`` people carry the other gender's label. Its
     photos agree with each other, but none is sure, so hardly anyone reaches 0.9."""
     rng = np.random.default_rng(seed)
-    true = rng.integers(2, size=n)
-    flipped = rng.choice(n, flips, replace=False)
-    label = true.copy()
-    label[flipped] = 1 - label[flipped]
+    true, label, flipped = flip_some(n, flips, rng)
     towards = np.where(true == 1, 1.0, -1.0)[:, None]
     female = 1 / (1 + np.exp(-(rng.normal(1.5, 0.3, (n, 1)) * towards + rng.normal(0, 1.5, (n, 7)))))
-    rows = [
-        (f"p{i:04d}", stem, int(label[i]), [1 - female[i, j], female[i, j]])
-        for i in range(n)
-        for j, stem in enumerate(STEMS)
-    ]
-    return frame(rows), {f"p{i:04d}" for i in flipped}
+    return gender_frame(female, label), {f"p{i:04d}" for i in flipped}
 
 
 def test_thresholds_come_from_the_data():
@@ -270,6 +283,130 @@ def test_confident_learning_by_hand():
     )
     with pytest.raises(ValueError, match="adaptive, fixed"):
         noise.judge(probs, labels, "median")
+
+
+# ------------------------------------------------------------------------------------ pooling a person's photos
+
+
+def masked_gender(n: int = 2000, flips: int = 20, seed: int = 0) -> tuple[pd.DataFrame, set[str]]:
+    """A gender model that reads the uncovered face well and the masked ones badly: the normal photo a logit
+    of N(3, 1) towards the true gender, the incorrect_mask photo N(1.5, 1), the five masked photos 0.3 plus
+    a misreading of N(0, 2) that they share (a mask hides the same cues on every one), N(0, 0.5) each."""
+    rng = np.random.default_rng(seed)
+    true, label, flipped = flip_some(n, flips, rng)
+    towards = np.where(true == 1, 1.0, -1.0)
+    shared = rng.normal(0, 2, n)
+    logits = np.empty((n, len(STEMS)))
+    for j, stem in enumerate(STEMS):
+        if stem == "normal":
+            logits[:, j] = rng.normal(3, 1, n) * towards
+        elif stem == "incorrect_mask":
+            logits[:, j] = rng.normal(1.5, 1, n) * towards
+        else:
+            logits[:, j] = 0.3 * towards + shared + rng.normal(0, 0.5, n)
+    female = 1 / (1 + np.exp(-logits))
+    return gender_frame(female, label), {f"p{i:04d}" for i in flipped}
+
+
+def test_learnt_pooling_weighs_each_kind_of_photo():
+    """Five masked photos that mislead together outvote the uncovered face in the mean; the learnt pooling
+    weighs each kind of photo by what it tells of the given labels, and finds the flips the mean buries."""
+    f, flips = masked_gender()
+    learnt, mean = noise.gender_suspects(f, pooling=noise.LEARNT), noise.gender_suspects(f)
+    assert learnt.attrs["pooling"] == {"gender": "learnt"} and mean.attrs["pooling"] == {"gender": "mean"}
+    top = 2 * len(flips)
+    assert len(flips & set(learnt["person"].head(top))) >= 0.9 * len(flips)
+    assert len(flips & set(mean["person"].head(top))) <= 0.6 * len(flips)
+    found = flips & set(flagged(learnt)["person"])
+    assert len(found) >= 0.8 * len(flips) and len(found) >= 0.5 * int(learnt["flag"].sum()), len(flagged(learnt))
+    # two people labelled male, one with a female face and masked photos that read male, one the other way
+    # round: the learnt pooling takes the face's word, the mean the masks'
+    rows = [
+        (p, stem, 0, [1 - x, x])
+        for p, face, masked in (("face", 0.97, 0.2), ("masks", 0.2, 0.8))
+        for stem, x in zip(STEMS, [masked] * 5 + [0.5, face], strict=True)
+    ]
+    both = pd.concat([f, frame(rows)], ignore_index=True)
+    post, plain = noise.person_posteriors(both, "gender", noise.LEARNT), noise.person_posteriors(both, "gender")
+    assert post.loc["face", "p1"] > 0.5 > post.loc["masks", "p1"]
+    assert plain.loc["face", "p1"] < 0.5 < plain.loc["masks", "p1"]
+
+
+def calibration_error(post: pd.DataFrame, true: np.ndarray) -> float:
+    """How far the best label's probability is from how often it is the true label: the people-weighted mean
+    gap over bins of that probability."""
+    right = post["pred"].to_numpy() == true
+    bins = pd.cut(post["confidence"], [0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0], include_lowest=True)
+    by = pd.DataFrame({"p": post["confidence"], "right": right, "bin": bins}).groupby("bin", observed=True)
+    gaps = (by["right"].mean() - by["p"].mean()).abs()
+    return float((gaps * by.size()).sum() / len(post))
+
+
+@pytest.mark.parametrize("simulate", [weak_gender, masked_gender])
+def test_learnt_pooling_is_calibrated_to_the_true_labels(simulate):
+    """Fitted to the given labels with a rate of wrong ones, a person's learnt probability of a label is how
+    often people read alike truly have it, and the rate is the share planted (1%). The mean of the photos
+    of weak_gender is far less sure than it is right."""
+    f, flips = simulate()
+    pooled = noise.pool(f, "gender", noise.LEARNT)
+    assert pooled.pooling == noise.LEARNT and 0.005 < pooled.flip_rate < 0.015, pooled.flip_rate
+    errors = {}
+    for pooling in noise.POOLINGS:
+        post = noise.person_posteriors(f, "gender", pooling)
+        true = np.where(post.index.isin(flips), 1 - post["given"], post["given"])
+        errors[pooling] = calibration_error(post, true)
+    assert errors[noise.LEARNT] < 0.02, errors
+    if simulate is weak_gender:
+        assert errors[noise.MEAN] > 0.1, errors
+
+
+def test_learnt_pooling_fit():
+    """The fit's gradient is the loss's; with no label noise planted it estimates next to none; a person's
+    own label never enters their own fit (cross-fitting: changing it moves only the other parts' scores)."""
+    from scipy.optimize import check_grad
+
+    from analysis.noise.pooling import fit_noisy_labels, noisy_label_loss
+
+    rng = np.random.default_rng(0)
+    for k in (2, 3):
+        x, y = rng.normal(size=(200, 6)), rng.integers(k, size=200)
+        theta = rng.normal(size=6 * k + k + 1) * 0.3
+        loss = functools.partial(noisy_label_loss, x=x, y=y, k=k)
+        assert check_grad(lambda t, loss=loss: loss(t)[0], lambda t, loss=loss: loss(t)[1], theta) < 1e-3
+    x = rng.normal(size=(3000, 2))
+    y = (x @ [2.0, -1.0] + rng.logistic(size=3000) > 0).astype(int)
+    w, _, rate = fit_noisy_labels(x, y, 2)
+    assert rate < 0.01 and (w[:, 1] - w[:, 0]) == pytest.approx([2.0, -1.0], rel=0.15)
+    f, _ = weak_gender(n=400, flips=4)
+    before = noise.pool(f, "gender", noise.LEARNT)
+    first, other = before.people[0], before.people[1]  # in part 0 and part 1
+
+    def flip(who: str) -> np.ndarray:
+        changed = f.assign(label=np.where(f["person"] == who, 1 - f["label"], f["label"]))
+        return noise.pool(changed, "gender", noise.LEARNT).probs[0]
+
+    assert flip(first) == pytest.approx(before.probs[0], abs=1e-9)  # part 0 is scored by parts 1 to 4 only
+    assert abs(flip(other)[1] - before.probs[0][1]) > 1e-7  # whose labels do count
+
+
+def test_learnt_pooling_needs_enough_people_of_each_label(caplog):
+    """Too few people given a label to fit: the photos' mean, said in a warning naming the labels short."""
+    f, _ = weak_gender(n=60, flips=0)
+    f.loc[f["label"] == 1, "label"] = 0
+    f.loc[f["person"].isin(["p0000", "p0001", "p0002"]), "label"] = 1  # 3 people labelled female
+    with caplog.at_level("WARNING", logger="noise"):
+        pooled = noise.pool(f, "gender", noise.LEARNT)
+    assert pooled.pooling == noise.MEAN
+    assert "needs 20 people given each label (female 3)" in caplog.text
+    np.testing.assert_allclose(pooled.probs, noise.pool(f, "gender").probs)
+    with pytest.raises(ValueError, match="mean, learnt"):
+        noise.pool(f, "gender", "median")
+    # the features: each kind of photo apart (masked, incorrect, normal; any other name a kind of its own), 0
+    # for a kind a person has no photo of
+    odd = f[f["person"] == "p0005"].assign(stem=["extra", *STEMS[1:]]).replace({"person": {"p0005": "p9999"}})
+    x = noise.kind_features(pd.concat([f, odd], ignore_index=True), 2)
+    assert sorted({kind for _, kind in x.columns}) == [0, 1, 2, 3]
+    assert (x.loc["p0000", (0, 3)], x.loc["p0000", (1, 3)]) == (0.0, 0.0) and x.loc["p9999", (1, 3)] != 0.0
 
 
 # ------------------------------------------------------------------------------------ draft round trip
@@ -564,6 +701,23 @@ def test_fixed_cut_behaves_as_before(finder_run):
     assert len(adaptive) == len(ranking)
 
 
+def test_cli_learnt_pooling(finder_run, synthetic):
+    """--pooling learnt: said in the summary and saved with the truth scores; the default pools by the mean."""
+    assert "photos pooled per person: gender mean, age mean" in finder_run["out"]
+    runs, out = finder_run["dir"].parent.parent, finder_run["dir"].parent / "noise-learnt"
+    rc, said, err = run_main(
+        "--exp", "sim", "--runs-dir", str(runs), "--quiet", "--pooling", "learnt", "--out", str(out)
+    )
+    assert rc == 0, err
+    assert "photos pooled per person: gender learnt, age learnt" in said
+    saved = json.loads((out / noise.TRUTH_SCORES_NAME).read_text())
+    assert saved["pooling"] == {"gender": "learnt", "age": "learnt"}
+    ranking = read_ranking(out / "suspects.csv")
+    assert len(ranking) == len(read_ranking(finder_run["dir"] / "suspects.csv"))
+    scores = noise.score_suspects(ranking, noise.read_truth(synthetic), noise.read_disputed(synthetic))
+    assert scores["gender"]["recall_top_n"] == 1.0 and scores["mask_swap"]["recall_top_n"] == 1.0
+
+
 def test_finds_planted_noise_on_a_small_synthetic_set(finder_run, synthetic):
     """Lower bounds on the 300-person set (2 gender flips, 1 age error, 1 swap, 4 outlier photos), with the
     adaptive thresholds and with the fixed cut."""
@@ -619,12 +773,7 @@ def seed_gender(true: np.ndarray, label: np.ndarray, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     towards = np.where(true == 1, 1.0, -1.0)[:, None]
     female = 1 / (1 + np.exp(-(rng.normal(4, 3, (len(true), 1)) * towards + rng.normal(0, 1, (len(true), 7)))))
-    rows = [
-        (f"p{i:04d}", stem, int(label[i]), [1 - female[i, j], female[i, j]])
-        for i in range(len(true))
-        for j, stem in enumerate(STEMS)
-    ]
-    f = frame(rows)
+    f = gender_frame(female, label)
     f["fold"] = [int(p[1:]) % 3 for p in f["person"]]
     return f
 
@@ -668,10 +817,7 @@ def test_an_ensemble_of_seeds_finds_what_each_seed_misses(tmp_path):
     many false alarms; averaged, they find the flips at a precision none of them reaches."""
     rng = np.random.default_rng(7)
     n, flips = 1500, 15
-    true = rng.integers(2, size=n)
-    flipped = rng.choice(n, flips, replace=False)
-    label = true.copy()
-    label[flipped] = 1 - label[flipped]
+    true, label, flipped = flip_some(n, flips, rng)
     planted = {f"p{i:04d}" for i in flipped}
     names = [f"s{k}" for k in range(4)]
     for k, name in enumerate(names):
@@ -769,6 +915,8 @@ def test_errors_are_one_line(tmp_path):
     assert stopped.value.code == 2
     with pytest.raises(ConfigError, match="expected one of adaptive, fixed"):
         noise.run_finder("bad", runs, mode="median")
+    with pytest.raises(ConfigError, match="pooling 'median': expected one of mean, learnt"):
+        noise.run_finder("bad", runs, pooling="median")
 
     with pytest.raises(DataError):
         run_main("--exp", "nope", "--runs-dir", str(runs), "--debug")

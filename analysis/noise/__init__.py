@@ -1,7 +1,7 @@
 """Find likely label errors and outlier photos in an experiment's out-of-fold predictions.
 
     python -m analysis.noise --exp NAME [--exp NAME2 ...] [--runs-dir runs] [--data-dir DIR] [--top N]
-        [--out DIR] [--thresholds {adaptive,fixed}] [--min-confidence C] [--wandb MODE]
+        [--out DIR] [--thresholds {adaptive,fixed}] [--min-confidence C] [--pooling {mean,learnt}] [--wandb MODE]
 
 Reads ``runs/<exp>/<task>/fold<k>/oof.csv`` of the mask, gender and age models (any subset; the missing
 ones are named) and writes into ``runs/<exp>/noise/`` (or ``--out``):
@@ -33,8 +33,11 @@ Evidence. Every photo's probability is clipped to [0.01, 0.99] (no single photo 
 
 - gender, age (a person): the person's probability of each label is the normalised geometric mean of their
   photos' probabilities (the mean log-probability: the photos of one person are one piece of evidence seen
-  several times, so they are averaged, not multiplied). The suggestion is the best label other than the
-  given one; for age, only a group the given age lies ``AGE_MARGIN_YEARS`` = 5 years or more outside of
+  several times, so they are averaged, not multiplied). With ``--pooling learnt``, a logistic regression
+  weighs each kind of photo (masked, incorrect_mask, normal) by what it tells of the given labels, fitted
+  across the people with a rate of wrong labels that it estimates, and cross-fitted so that no person's own
+  label enters their score (:mod:`analysis.noise.pooling`). The suggestion is the best label other than
+  the given one; for age, only a group the given age lies ``AGE_MARGIN_YEARS`` = 5 years or more outside of
   (models disagree with ages near a cut as a matter of course, and moving a person across a cut they sit
   on changes little). The suggested age is the nearest one in that group.
 - mask_swap (an ``incorrect_mask``/``normal`` pair): the two photos are judged jointly, "as labelled"
@@ -65,15 +68,17 @@ confidence, and it puts classes and kinds with different thresholds on one scale
 kinds are alike in meaning, not calibrated against each other: read the ranking within a kind first.
 
 The modules: ``reading`` (the experiments' predictions, config and data), ``suspects`` (the columns and
-constants), ``thresholds`` (the decision), ``rules`` (the person-level rules), ``outliers``, ``ranking``
-(:func:`find_suspects`, every kind), ``outputs`` (draft, contact sheet, W&B), ``truth`` (a synthetic set's
-planted errors), ``finder`` (the run), ``command`` (the command line).
+constants), ``thresholds`` (the decision), ``pooling`` (a person's photos pooled), ``rules`` (the
+person-level rules), ``outliers``, ``ranking`` (:func:`find_suspects`, every kind), ``outputs`` (draft,
+contact sheet, W&B), ``truth`` (a synthetic set's planted errors), ``finder`` (the run), ``command`` (the
+command line).
 """
 
 from analysis.noise.command import main
 from analysis.noise.finder import experiment_names, run_finder
 from analysis.noise.outliers import outlier_suspects, photo_scores
 from analysis.noise.outputs import DRAFT_NAME, SHEET_NAME, SUSPECTS_NAME, check_draft, draft_corrections, log_wandb
+from analysis.noise.pooling import LEARNT, MEAN, POOLINGS, kind_features, pool
 from analysis.noise.ranking import find_suspects
 from analysis.noise.reading import read_ensemble, read_oof_frames
 from analysis.noise.rules import age_suspects, gender_suspects, mask_swap_suspects, person_posteriors, swap_pairs
@@ -95,7 +100,10 @@ __all__ = [
     "AGE_MARGIN_YEARS",
     "DRAFT_NAME",
     "FIXED",
+    "LEARNT",
+    "MEAN",
     "MIN_CONFIDENCE",
+    "POOLINGS",
     "PROB_FLOOR",
     "SHEET_NAME",
     "SUSPECTS_NAME",
@@ -111,12 +119,14 @@ __all__ = [
     "find_suspects",
     "gender_suspects",
     "judge",
+    "kind_features",
     "log_wandb",
     "main",
     "mask_swap_suspects",
     "outlier_suspects",
     "person_posteriors",
     "photo_scores",
+    "pool",
     "read_disputed",
     "read_ensemble",
     "read_oof_frames",

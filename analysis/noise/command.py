@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from analysis.noise.finder import NoiseReport, run_finder
 from analysis.noise.outputs import COMMAND
+from analysis.noise.pooling import MEAN, POOLINGS
 from analysis.noise.suspects import ADAPTIVE, KINDS, MIN_CONFIDENCE, THRESHOLD_MODES
 from analysis.noise.truth import TRUTH_DIR
 from core.errors import run_cli
@@ -28,6 +29,8 @@ def summarize(report: NoiseReport) -> str:
     if len(report.experiments) > 1:
         lines.insert(0, f"ensemble of {len(report.experiments)} experiments: {', '.join(report.experiments)}")
     lines.append(f"thresholds ({report.mode}): {_thresholds_text(report.thresholds)}")
+    if report.pooling:
+        lines.append("photos pooled per person: " + ", ".join(f"{t} {how}" for t, how in report.pooling.items()))
     if report.missing:
         lines.append(f"missing out-of-fold predictions: {', '.join(report.missing)} (those checks were skipped)")
     if report.data.data_dir is None:
@@ -83,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the cut of every rule with --thresholds fixed, the most any adaptive threshold can be, and the "
         "unusual-photo test's level (default 0.9)",
     )
+    p.add_argument(
+        "--pooling",
+        choices=POOLINGS,
+        default=MEAN,
+        help="how a person's photos are pooled for gender and age: mean (default: every photo alike) or learnt "
+        "(each kind of photo weighed by what it tells, fitted to the given labels across the people)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks for data errors")
     return p
@@ -105,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.min_confidence,
             progress=not args.quiet,
             mode=args.thresholds,
+            pooling=args.pooling,
         )
         print(summarize(report), flush=True)
 

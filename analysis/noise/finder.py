@@ -21,6 +21,7 @@ from analysis.noise.outputs import (
     draft_corrections,
     log_wandb,
 )
+from analysis.noise.pooling import MEAN, POOLINGS
 from analysis.noise.ranking import find_suspects
 from analysis.noise.reading import DataInfo, load_data_info, read_ensemble, saved_config
 from analysis.noise.suspects import ADAPTIVE, KINDS, MIN_CONFIDENCE, THRESHOLD_MODES
@@ -50,6 +51,7 @@ class NoiseReport:
     config: dict = field(default_factory=dict)  # the experiment's saved config, as plain data
     mode: str = ADAPTIVE
     thresholds: dict = field(default_factory=dict)  # the thresholds used, by kind (or task) and class
+    pooling: dict = field(default_factory=dict)  # the pooling used per person-level task (mean or learnt)
     seconds: float = 0.0  # reading and ranking, outputs not included
     experiments: list[str] = field(default_factory=list)  # the experiments averaged (the first's config and data)
 
@@ -88,14 +90,18 @@ def run_finder(
     min_confidence: float = MIN_CONFIDENCE,
     progress: bool = True,
     mode: str = ADAPTIVE,
+    pooling: str = MEAN,
 ) -> NoiseReport:
     """Rank every unit of experiment ``exp`` and write suspects.csv, the contact sheet of the top ``top``
     and the draft of the flagged. Several experiments (a list, or ``"A,B"``) are an ensemble: each photo's
     out-of-fold probabilities are averaged over them (:func:`read_ensemble`), the first gives the config and
     data, and the outputs go to ``runs/<A>/noise+<B>...``. ``mode``: ``adaptive`` (per-class thresholds from
-    the out-of-fold probabilities) or ``fixed`` (``min_confidence`` for every rule)."""
+    the out-of-fold probabilities) or ``fixed`` (``min_confidence`` for every rule); ``pooling``: ``mean``
+    or ``learnt``, how a person's photos are pooled (:mod:`analysis.noise.pooling`)."""
     if mode not in THRESHOLD_MODES:
         raise ConfigError(f"thresholds {mode!r}: expected one of {', '.join(THRESHOLD_MODES)}")
+    if pooling not in POOLINGS:
+        raise ConfigError(f"pooling {pooling!r}: expected one of {', '.join(POOLINGS)}")
     start = time.perf_counter()
     names = experiment_names(exp)
     experiment = exp_dir(runs_dir, names[0])
@@ -113,8 +119,8 @@ def run_finder(
     truth = None
     if data.data_dir is not None and (data.data_dir / TRUTH_DIR / PLANTED).is_file():
         truth = read_truth(data.data_dir), read_disputed(data.data_dir)  # read first: a bad file stops here
-    suspects = find_suspects(frames, data.ages or None, cuts, data.files, min_confidence, progress, mode)
-    thresholds = suspects.attrs.get("thresholds", {})
+    suspects = find_suspects(frames, data.ages or None, cuts, data.files, min_confidence, progress, mode, pooling)
+    thresholds, pooled = suspects.attrs.get("thresholds", {}), suspects.attrs.get("pooling", {})
     seconds = time.perf_counter() - start
 
     out_dir = Path(out) if out else noise_dir(runs_dir, names)
@@ -132,7 +138,7 @@ def run_finder(
     truth_file = None
     if scores is not None:
         truth_file = out_dir / TRUTH_SCORES_NAME
-        rule = {"thresholds": mode, "min_confidence": min_confidence, "used": thresholds}
+        rule = {"thresholds": mode, "min_confidence": min_confidence, "used": thresholds, "pooling": pooled}
         write_text_atomic(truth_file, json.dumps({**rule, "scores": scores}, indent=2) + "\n")
 
     cfg = _wandb_config(config_path, names[0])
@@ -142,6 +148,7 @@ def run_finder(
     if wandb_run_mode != "disabled":
         counts = suspects.loc[suspects["flag"], "kind"].value_counts().reindex(KINDS, fill_value=0).to_dict()
         summary = {"exp": names[0], "ensemble": names, "thresholds": mode, "min_confidence": min_confidence}
+        summary["pooling"] = pooled
         summary |= {"missing_tasks": missing, "counts": counts, "thresholds_used": thresholds}
         log_wandb(cfg, wandb_run_mode, suspects.head(top), data.files, sheet, summary, progress)
     return NoiseReport(
@@ -159,6 +166,7 @@ def run_finder(
         config,
         mode,
         thresholds,
+        pooled,
         seconds,
         names,
     )

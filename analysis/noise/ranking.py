@@ -7,6 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis.noise.outliers import outlier_suspects, photo_scores
+from analysis.noise.pooling import MEAN
 from analysis.noise.rules import age_suspects, gender_suspects, mask_swap_suspects
 from analysis.noise.suspects import ADAPTIVE, INCORRECT, MIN_CONFIDENCE, NOT_WEAR, SUSPECT_COLUMNS, ranked
 from core.tasks import COMPETITION_AGE_CUTS
@@ -20,15 +21,17 @@ def find_suspects(
     min_confidence: float = MIN_CONFIDENCE,
     progress: bool = True,
     mode: str = ADAPTIVE,
+    pooling: str = MEAN,
 ) -> pd.DataFrame:
     """Every unit of every kind, sorted by score; ``attrs["thresholds"]`` holds the thresholds used, by
-    kind (or task) and class. ``mode``: ``adaptive`` (per-class thresholds from the data) or ``fixed``
-    (``min_confidence`` for every rule)."""
+    kind (or task) and class, ``attrs["pooling"]`` the pooling of each person-level task. ``mode``:
+    ``adaptive`` (per-class thresholds from the data) or ``fixed`` (``min_confidence`` for every rule);
+    ``pooling``: how a person's photos are pooled for gender and age (:mod:`analysis.noise.pooling`)."""
     parts = [pd.DataFrame(columns=SUSPECT_COLUMNS)]
     if "gender" in frames:
-        parts.append(gender_suspects(frames["gender"], min_confidence, mode))
+        parts.append(gender_suspects(frames["gender"], min_confidence, mode, pooling))
     if "age" in frames:
-        parts.append(age_suspects(frames["age"], ages, cuts, min_confidence, mode=mode))
+        parts.append(age_suspects(frames["age"], ages, cuts, min_confidence, mode=mode, pooling=pooling))
     explained: set[tuple[str, str]] = set()
     if "mask" in frames:
         swaps = mask_swap_suspects(frames["mask"], min_confidence, mode)
@@ -40,5 +43,8 @@ def find_suspects(
     scores = photo_scores(frames, files, progress)
     parts.append(outlier_suspects(frames, scores, explained, min_confidence, mode))
     thresholds = {key: value for part in parts for key, value in part.attrs.get("thresholds", {}).items()}
+    pooled = {key: value for part in parts for key, value in part.attrs.get("pooling", {}).items()}
     table = pd.concat([p for p in parts if len(p)] or parts[:1], ignore_index=True)
-    return ranked(table, thresholds)
+    out = ranked(table, thresholds)
+    out.attrs["pooling"] = pooled
+    return out

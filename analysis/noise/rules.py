@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from analysis.noise.pooling import MEAN, pool
 from analysis.noise.suspects import (
     ADAPTIVE,
     AGE_MARGIN_YEARS,
@@ -17,7 +18,6 @@ from analysis.noise.suspects import (
     SUSPECT_COLUMNS,
     log_probs,
     ranked,
-    softmax,
 )
 from analysis.noise.thresholds import class_thresholds, judge, thresholds_by_name
 from core.tasks import COMPETITION_AGE_CUTS, TASKS
@@ -25,22 +25,23 @@ from core.tasks import COMPETITION_AGE_CUTS, TASKS
 MASK_CLASSES = TASKS["mask"].num_classes
 
 
-def person_posteriors(frame: pd.DataFrame, task: str) -> pd.DataFrame:
-    """Per person: the given label, each label's probability (normalised geometric mean over the photos),
-    the best label, and how many photos favour it."""
+def person_posteriors(frame: pd.DataFrame, task: str, pooling: str = MEAN) -> pd.DataFrame:
+    """Per person: the given label, each label's probability (the photos pooled: :mod:`analysis.noise.pooling`),
+    the best label, and how many photos favour it; ``attrs["pooling"]`` is the pooling used."""
     k = TASKS[task].num_classes
     lp = pd.DataFrame(log_probs(frame, k), index=frame["person"].to_numpy())
     grouped = lp.groupby(level=0, sort=True)
-    post = softmax(grouped.mean().to_numpy())
-    people = grouped.mean().index
+    pooled = pool(frame, task, pooling)
+    post, people = pooled.probs, pooled.people
     out = pd.DataFrame(post, index=people, columns=[f"p{c}" for c in range(k)])
-    out["given"] = frame.groupby("person", sort=True)["label"].first().reindex(people).to_numpy().astype(int)
+    out["given"] = pooled.given
     out["pred"] = post.argmax(1)
     out["confidence"] = post.max(1)
     out["photos"] = grouped.size().to_numpy()
     favours = lp.to_numpy().argmax(1) == out["pred"].reindex(lp.index).to_numpy()
     out["agree"] = pd.Series(favours, index=lp.index).groupby(level=0, sort=True).sum().reindex(people).astype(int)
     out.index.name = "person"
+    out.attrs["pooling"] = pooled.pooling
     return out
 
 
@@ -88,15 +89,27 @@ def _favours(task: str, post: pd.DataFrame) -> list[str]:
     ]
 
 
-def gender_suspects(frame: pd.DataFrame, min_confidence: float = MIN_CONFIDENCE, mode: str = ADAPTIVE) -> pd.DataFrame:
+def _judged(post: pd.DataFrame, k: int, mode: str, min_confidence: float, eligible=None):
+    probs = post[[f"p{c}" for c in range(k)]].to_numpy()
+    return judge(probs, post["given"].to_numpy(), mode, min_confidence, eligible)
+
+
+def _finish(table: pd.DataFrame, task: str, post: pd.DataFrame, thresholds: np.ndarray) -> pd.DataFrame:
+    out = ranked(table, {task: thresholds_by_name(thresholds, TASKS[task].classes)})
+    out.attrs["pooling"] = {task: post.attrs["pooling"]}
+    return out
+
+
+def gender_suspects(
+    frame: pd.DataFrame, min_confidence: float = MIN_CONFIDENCE, mode: str = ADAPTIVE, pooling: str = MEAN
+) -> pd.DataFrame:
     """Every person, ranked by how strongly their photos, pooled, contradict the given gender."""
     names = TASKS["gender"].classes
-    post = person_posteriors(frame, "gender")
-    probs = post[[f"p{c}" for c in range(len(names))]].to_numpy()
-    v = judge(probs, post["given"].to_numpy(), mode, min_confidence)
+    post = person_posteriors(frame, "gender", pooling)
+    v = _judged(post, len(names), mode, min_confidence)
     given = [names[g] for g in post["given"]]
     table = _person_table("gender", post, v, given, [names[s] for s in v.suggestion], _favours("gender", post))
-    return ranked(table, {"gender": thresholds_by_name(v.thresholds, names)})
+    return _finish(table, "gender", post, v.thresholds)
 
 
 def age_suspects(
@@ -106,18 +119,18 @@ def age_suspects(
     min_confidence: float = MIN_CONFIDENCE,
     margin: int = AGE_MARGIN_YEARS,
     mode: str = ADAPTIVE,
+    pooling: str = MEAN,
 ) -> pd.DataFrame:
     """Every person, ranked by how strongly their photos contradict the given age group; ``ages`` (person ->
     years) keeps a group ``margin`` years or less from the given age from being suggested, and gives the
     suggested age."""
     names = TASKS["age"].classes
-    post = person_posteriors(frame, "age")
-    probs = post[[f"p{c}" for c in range(len(names))]].to_numpy()
+    post = person_posteriors(frame, "age", pooling)
     known = [(ages or {}).get(p) for p in post.index]
     eligible = np.array(
         [[a is None or _years_outside(a, g, cuts) >= margin for g in range(len(names))] for a in known], bool
     ).reshape(len(post), len(names))
-    v = judge(probs, post["given"].to_numpy(), mode, min_confidence, eligible)
+    v = _judged(post, len(names), mode, min_confidence, eligible)
     given, suggested, reasons = [], [], _favours("age", post)
     for i, (age, g, s) in enumerate(zip(known, post["given"], v.suggestion, strict=True)):
         given.append(f"{age} ({names[g]})" if age is not None else names[g])
@@ -127,7 +140,7 @@ def age_suspects(
         elif age is not None:
             reasons[i] += f"; given age {age} is {_years_outside(age, int(s), cuts)} years outside {names[s]}"
     table = _person_table("age", post, v, given, suggested, reasons)
-    return ranked(table, {"age": thresholds_by_name(v.thresholds, names)})
+    return _finish(table, "age", post, v.thresholds)
 
 
 def swap_pairs(mask: pd.DataFrame) -> pd.DataFrame:
