@@ -26,6 +26,8 @@ The experiments: the default synthetic set's 2,700 people and planted noise, dra
 ``test_resnet`` per fold on the 2-core CPU, from the options benchmark's settings
 (``benchmarks/configs/options-cpu.yaml``) and one of these configs:
 
+- strong60: the same set drawn at 60x80, 60x60 crops, 12 epochs (``noise-finder-strong60-cpu.yaml``,
+  ``noise-strong60``, data ``data/synthetic-2700-60``);
 - strong: 48x48 crops, 8 epochs (``noise-finder-strong-cpu.yaml``, experiments ``noise-strong``,
   ``noise-strong-s1``);
 - middle: the options benchmark's seed recipe, 32x32 crops, 3 epochs (no second config; ``options-base-s0``,
