@@ -114,10 +114,10 @@ def pool(frame: pd.DataFrame, task: str, pooling: str = MEAN) -> Pooled:
     if pooling not in POOLINGS:
         raise ValueError(f"pooling {pooling!r}: expected one of {', '.join(POOLINGS)}")
     k = TASKS[task].num_classes
-    grouped = pd.DataFrame(log_probs(frame, k), index=frame["person"].to_numpy()).groupby(level=0, sort=True)
-    people = grouped.mean().index
+    means = pd.DataFrame(log_probs(frame, k), index=frame["person"].to_numpy()).groupby(level=0, sort=True).mean()
+    people = means.index
     given = frame.groupby("person", sort=True)["label"].first().reindex(people).to_numpy().astype(int)
-    mean = Pooled(people, softmax(grouped.mean().to_numpy()), given, MEAN)
+    mean = Pooled(people, softmax(means.to_numpy()), given, MEAN)
     if pooling == MEAN:
         return mean
     short = _too_few(task, given, k)
