@@ -3,8 +3,11 @@
 Runs the finder (``python -m analysis.noise``) on an experiment trained on a synthetic data set, once per
 threshold mode (``adaptive``: per-class thresholds from the out-of-fold probabilities, the finder's
 default; ``fixed``: one cut, 0.9) and pooling of a person's photos (``mean``, the default, recorded as
-``adaptive`` and ``fixed``; ``learnt``, recorded as ``adaptive-learnt`` and ``fixed-learnt``), scores each
-ranking against the set's ``truth/noise.csv`` and writes ``benchmarks/results/noise-finder-<name>.json``:
+``adaptive`` and ``fixed``; ``learnt``, recorded as ``adaptive-learnt`` and ``fixed-learnt``), and once
+more adaptive (mean pooling) with the set's disputed people (``truth/disputed.csv``) given as reviewed, as
+``configs/relabel/competition.yaml`` gives the real data's 14 disputed gender labels
+(``adaptive-reviewed``); scores each ranking against the set's ``truth/noise.csv`` and writes
+``benchmarks/results/noise-finder-<name>.json``:
 
 - per planted kind (gender, age, mask_swap, outlier): person-level precision and recall of the flags
   (outliers also per photo), and ``recall_top_n``: the share of the planted people among the first
@@ -75,6 +78,7 @@ TARGETS = {  # the issue's targets, for gender flips and mask swaps
 }
 TARGET_KINDS = ("gender", "mask_swap")
 CAPS = (0.8, 0.9, 0.95, 0.99, 1.0)  # the adaptive thresholds' ceiling (--min-confidence), each tried
+REVIEWED_NAME = "disputed-reviewed.yaml"  # the set's disputed people as a corrections file's reviewed section
 
 
 def train_seconds(experiment: Path) -> dict[str, float]:
@@ -130,22 +134,41 @@ def errors_by_unit(suspects: pd.DataFrame, truth: pd.DataFrame, disputed: dict[s
     return out
 
 
-def run_mode(args, mode: str, min_confidence: float, pooling: str = noise.MEAN) -> tuple[NoiseReport, dict]:
-    """One finder run, and its part of the results."""
+def disputed_reviewed(disputed: dict[str, set[str]], path: Path) -> Path:
+    """A corrections file listing the set's disputed people (truth/disputed.csv) under ``reviewed:``: what
+    the real data's users have in configs/relabel/competition.yaml for its 14 disputed gender labels."""
+    lines = [
+        "# The synthetic set's disputed people (truth/disputed.csv: drawn between the genders), kept as labelled:",
+        "# the stand-in for the real data's 14 disputed gender labels (configs/relabel/competition.yaml).",
+        "reviewed:",
+        *(f"  {kind}: {json.dumps(sorted(people))}" for kind, people in disputed.items()),
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_mode(
+    args, mode: str, min_confidence: float, pooling: str = noise.MEAN, reviewed: bool = False
+) -> tuple[NoiseReport, dict]:
+    """One finder run, and its part of the results; ``reviewed``: with the set's disputed people reviewed."""
     start = time.perf_counter()
     out = noise_dir(args.runs_dir, args.exp)
-    suffix = f"-{mode}" + (f"-{pooling}" if pooling != noise.MEAN else "")
+    suffix = f"-{mode}" + (f"-{pooling}" if pooling != noise.MEAN else "") + ("-reviewed" if reviewed else "")
     suffix += f"-{min_confidence:g}" if min_confidence != args.min_confidence else ""
+    out = out.with_name(out.name + suffix)
+    listed = [str(disputed_reviewed(args.disputed, out / REVIEWED_NAME))] if reviewed else []
     report = noise.run_finder(
         args.exp,
         args.runs_dir,
         args.data_dir,
-        out=out.with_name(out.name + suffix),
+        out=out,
         wandb_mode="disabled",
         min_confidence=min_confidence,
         progress=False,
         mode=mode,
         pooling=pooling,
+        reviewed=listed,
     )
     total = time.perf_counter() - start
     scores = report.truth_scores or {}
@@ -155,6 +178,7 @@ def run_mode(args, mode: str, min_confidence: float, pooling: str = noise.MEAN) 
         "finder_seconds": round(report.seconds, 1),
         "finder_seconds_with_outputs": round(total, 1),
         "flagged": int(report.suspects["flag"].sum()),
+        "reviewed": {"units": report.reviewed.counts(), "held_back": report.held_back},
         "ranked": len(report.suspects),
         "scores": scores,
         "target_met": target_met(scores, TARGETS[args.target]),
@@ -193,6 +217,12 @@ def main(argv: list[str] | None = None) -> int:
         help="adaptive mode again at these --min-confidence values, the ceiling of its thresholds (gender and "
         f"mask swaps recorded; default {' '.join(map(str, CAPS))}; none: skip)",
     )
+    ap.add_argument(
+        "--no-reviewed",
+        action="store_true",
+        help="skip the adaptive mode (mean pooling) with the set's disputed people given as reviewed "
+        "(recorded as adaptive-reviewed)",
+    )
     ap.add_argument("--device", default="cpu-2core", help="the machine, in the results (default cpu-2core)")
     args = ap.parse_args(argv)
 
@@ -206,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
             key = mode if pooling == noise.MEAN else f"{mode}-{pooling}"
             done, modes[key] = run_mode(args, mode, args.min_confidence, pooling)
             report = report or done
+    if disputed and not args.no_reviewed:
+        modes[f"{noise.ADAPTIVE}-reviewed"] = run_mode(args, noise.ADAPTIVE, args.min_confidence, reviewed=True)[1]
     caps = {}
     for cap in [c for c in args.caps if c != args.min_confidence]:
         part = run_mode(args, noise.ADAPTIVE, cap)[1]

@@ -23,6 +23,9 @@ MASK_FILES = {
 GENDERS = {"male": 0, "female": 1}
 COMPETITION_AGE_CUTS = (30, 60)  # the competition's age groups: under 30, 30 to 59, 60 and over
 AGE_RANGE = (18, 60)  # every labelled age lies in it (no one is over 60: the old group is the people aged 60)
+# The kinds of label error: a person's gender or age wrong, a person's incorrect_mask and normal photos swapped,
+# one photo that is not what its file says (the noise finder ranks them; a synthetic set plants them)
+ERROR_KINDS = ("gender", "age", "mask_swap", "outlier")
 
 
 @dataclass(frozen=True)

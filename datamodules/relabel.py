@@ -10,10 +10,14 @@ File format (every section optional; a person is named by id, e.g. ``"006359"``,
     mask: {"000645/incorrect_mask": wear}    # image -> wear | incorrect | not_wear
     exclude_people: ["001234"]               # drop the whole person
     exclude_images: ["000001_female_Asian_45/mask3"]   # drop one photo
+    reviewed:                                # looked at and kept as labelled: changes nothing here; the
+      gender: ["000225"]                     # noise finder (python -m analysis.noise) does not flag these
+      outlier: ["000010/mask3"]              # again. Kinds: gender, age, mask_swap (people), outlier (images)
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -21,9 +25,10 @@ import yaml
 
 from configs.config import CONFIG_DIR
 from core.errors import DataError, raise_collected
-from core.tasks import GENDERS, MASK_FILES, TASKS
+from core.tasks import ERROR_KINDS, GENDERS, MASK_FILES, TASKS
 
-SECTIONS = ("gender", "age", "swap_incorrect_normal", "mask", "exclude_people", "exclude_images")
+SECTIONS = ("gender", "age", "swap_incorrect_normal", "mask", "exclude_people", "exclude_images", "reviewed")
+REVIEWED = "reviewed"  # the section of units a reviewer looked at and kept as labelled, by error kind
 MASK_NAMES = {name: i for i, name in enumerate(TASKS["mask"].classes)}
 CHANGE_COLUMNS = ["source", "person", "image", "field", "old", "new"]
 
@@ -99,6 +104,45 @@ def _image_ref(ref: str, people: _People, where: str, problems: list[str]) -> tu
     return (folder, stem) if folder else None
 
 
+def _reviewed(data: dict, people: _People, path: Path, problems: list[str]) -> dict[str, set]:
+    """The ``reviewed`` section resolved: kind -> folders (for ``outlier``: (folder, stem) photos)."""
+    section = data.get(REVIEWED) or {}
+    if not isinstance(section, dict):
+        raise DataError(f"relabel file {path}: section reviewed must map a kind ({', '.join(ERROR_KINDS)}) to a list")
+    unknown = sorted(set(map(str, section)) - set(ERROR_KINDS))
+    if unknown:
+        raise DataError(
+            f"relabel file {path}: reviewed: unknown kind(s) {', '.join(unknown)}; expected {', '.join(ERROR_KINDS)}"
+        )
+    units: dict[str, set] = {kind: set() for kind in ERROR_KINDS}
+    for kind, refs in section.items():
+        where = f"{path}: reviewed {kind}"
+        if not isinstance(refs, list | type(None)):
+            raise DataError(f"relabel file {path}: reviewed {kind} must be a list")
+        for ref in refs or []:
+            if kind == "outlier":
+                hit = _image_ref(ref, people, where, problems)
+            else:
+                hit = people.resolve(ref, where, problems)
+            if hit is not None:
+                units[kind].add(hit)
+    return units
+
+
+def read_reviewed(images: pd.DataFrame, names: Sequence[str]) -> dict[str, set]:
+    """The units under ``reviewed`` in the corrections files ``names`` (as ``data.relabel`` names them),
+    resolved against ``images`` (its ``person`` and ``id`` columns): kind -> folders (``outlier``: (folder,
+    stem) photos). A reference that names no one, or two folders, is a DataError."""
+    people, problems = _People(images), []
+    units: dict[str, set] = {kind: set() for kind in ERROR_KINDS}
+    for name in names:
+        path = resolve_relabel_path(name)
+        for kind, found in _reviewed(read_relabel(path), people, path, problems).items():
+            units[kind] |= found
+    raise_collected(problems, f"the reviewed units of {', '.join(map(str, names))} do not fit the data")
+    return units
+
+
 def apply_relabel(images: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Apply one corrections file; return the new table and the changes (one row per changed value)."""
     data = read_relabel(path)
@@ -171,6 +215,7 @@ def apply_relabel(images: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, pd.Da
         if hit is not None:
             drop |= (images["person"] == hit[0]) & (images["stem"] == hit[1])
             changes.append((src, hit[0], hit[1], "excluded", "", "image"))
+    _reviewed(data, people, path, problems)  # checked against the data; it changes nothing
     raise_collected(problems, f"relabel file {path} does not fit the data")
     return images[~drop].reset_index(drop=True), pd.DataFrame(changes, columns=CHANGE_COLUMNS)
 

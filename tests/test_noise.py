@@ -414,9 +414,9 @@ def test_learnt_pooling_needs_enough_people_of_each_label(caplog):
 
 def test_draft_round_trips_through_apply_relabels(layout, tmp_path):
     rows = [
-        ("000002_male_Asian_25", "", "gender", "gender", "male", "female", 0.99, 0.9, 0.9, True, "r"),
-        ("000003_female_Asian_45", "", "age", "age", "45 (middle)", "young (0-29)", 0.97, 0.9, 0.7, True, "r"),
-        ("000005_female_Asian_60", "", "age", "age", "unknown", "middle (30-59)", 0.95, 0.9, 0.5, True, "r"),
+        ("000002_male_Asian_25", "", "gender", "gender", "male", "female", 0.99, 0.9, 0.9, True, False, "r"),
+        ("000003_female_Asian_45", "", "age", "age", "45 (middle)", "young (0-29)", 0.97, 0.9, 0.7, True, False, "r"),
+        ("000005_female_Asian_60", "", "age", "age", "unknown", "middle (30-59)", 0.95, 0.9, 0.5, True, False, "r"),
         (
             "003397_female_Asian_19",
             "incorrect_mask.jpg;normal.png",
@@ -428,9 +428,23 @@ def test_draft_round_trips_through_apply_relabels(layout, tmp_path):
             0.9,
             0.9,
             True,
+            False,
             "r",
         ),
-        ("001498-1_male_Asian_22", "mask3.jpeg", "outlier", "all", "a", "b", 0.93, 0.9, 0.3, True, 'odd "photo": yes'),
+        (
+            "001498-1_male_Asian_22",
+            "mask3.jpeg",
+            "outlier",
+            "all",
+            "a",
+            "b",
+            0.93,
+            0.9,
+            0.3,
+            True,
+            False,
+            'odd "photo": yes',
+        ),
         (
             "000004_male_Asian_33",
             "normal.png",
@@ -442,9 +456,23 @@ def test_draft_round_trips_through_apply_relabels(layout, tmp_path):
             0.9,
             0.2,
             True,
+            False,
             "r",
         ),
-        ("000001_female_Asian_45", "", "gender", "gender", "female", "male", 0.6, 0.9, -0.3, False, "not flagged"),
+        (
+            "000001_female_Asian_45",
+            "",
+            "gender",
+            "gender",
+            "female",
+            "male",
+            0.6,
+            0.9,
+            -0.3,
+            False,
+            False,
+            "not flagged",
+        ),
     ]
     suspects = pd.DataFrame(rows, columns=noise.SUSPECT_COLUMNS)
     text = noise.draft_corrections(suspects, "e1", (30, 60), ["competition"], "runs/e1/noise/draft.yaml")
@@ -455,6 +483,7 @@ def test_draft_round_trips_through_apply_relabels(layout, tmp_path):
     assert data["age"] == {"000003_female_Asian_45": 29}  # the unknown age is left commented out
     assert data["swap_incorrect_normal"] == ["003397_female_Asian_19"]
     assert data["exclude_images"] == ["001498-1_male_Asian_22/mask3", "000004_male_Asian_33/normal"]
+    assert data["reviewed"] == {"gender": [], "age": [], "mask_swap": [], "outlier": []}  # to fill in
     path = tmp_path / "draft.yaml"
     path.write_text(text)
 
@@ -604,13 +633,15 @@ def simulate_oof(data_dir: Path, seed: int = 0, folds: int = 3) -> dict[str, pd.
     return frames
 
 
-def write_experiment(runs: Path, exp: str, frames: dict[str, pd.DataFrame], data_dir: Path) -> Path:
+def write_experiment(
+    runs: Path, exp: str, frames: dict[str, pd.DataFrame], data_dir: Path, relabel: list[str] | None = None
+) -> Path:
     for task, f in frames.items():
         for k, part in f.groupby("fold"):
             out = runs / exp / task / f"fold{k}"
             out.mkdir(parents=True)
             part.to_csv(out / "oof.csv", index=False, float_format="%.6f")
-            cfg = {"exp": exp, "data": {"dir": str(data_dir), "age_cuts": [30, 60], "relabel": []}}
+            cfg = {"exp": exp, "data": {"dir": str(data_dir), "age_cuts": [30, 60], "relabel": relabel or []}}
             (out / "config.yaml").write_text(yaml.safe_dump(cfg | {"wandb": {"mode": "disabled"}}))
     return runs / exp
 
@@ -716,6 +747,54 @@ def test_cli_learnt_pooling(finder_run, synthetic):
     assert len(ranking) == len(read_ranking(finder_run["dir"] / "suspects.csv"))
     scores = noise.score_suspects(ranking, noise.read_truth(synthetic), noise.read_disputed(synthetic))
     assert scores["gender"]["recall_top_n"] == 1.0 and scores["mask_swap"]["recall_top_n"] == 1.0
+
+
+def test_reviewed_units_are_ranked_last_and_never_flagged(finder_run, synthetic, tmp_path):
+    """A corrections file's reviewed: section (the experiment's own data.relabel file, and --reviewed): those
+    units keep their score but are not flagged, come after every other unit, leave the draft and the contact
+    sheet's top, and are counted in the summary; every other unit's flag stays as it was."""
+    before = read_ranking(finder_run["dir"] / "suspects.csv")
+    assert not before["reviewed"].any()
+    top = {k: flagged(before)[flagged(before)["kind"] == k].iloc[0] for k in ("gender", "outlier")}
+    gender, photo = top["gender"], top["outlier"]
+    pid = gender["person"].split("_")[0]
+    assert (before.loc[before["kind"] == "gender", "person"].str.split("_").str[0] == pid).sum() == 1
+    own = tmp_path / "own.yaml"  # trained with: names the person by id
+    own.write_text(f'gender: {{}}\nreviewed:\n  gender: ["{pid}"]\n')
+    extra = tmp_path / "extra.yaml"  # given on the command line: one photo
+    extra.write_text(f'reviewed:\n  outlier: ["{photo["person"]}/{Path(photo["image"]).stem}"]\n')
+    runs = tmp_path / "runs"
+    write_experiment(runs, "rev", simulate_oof(synthetic), synthetic, relabel=[str(own)])
+    rc, said, err = run_main("--exp", "rev", "--runs-dir", str(runs), "--top", "8", "--quiet", "--reviewed", str(extra))
+    assert rc == 0, err
+    after = read_ranking(runs / "rev" / "noise" / "suspects.csv")
+    key = ["kind", "person", "image"]
+    marked = after[after["reviewed"]]
+    assert sorted(map(tuple, marked[key].to_numpy())) == sorted(
+        [("gender", gender["person"], ""), ("outlier", photo["person"], photo["image"])]
+    )
+    assert not marked["flag"].any() and after["reviewed"].tolist() == sorted(after["reviewed"])  # last
+    assert after[~after["reviewed"]]["score"].is_monotonic_decreasing
+    merged = before.merge(after, on=key, suffixes=("", "_after"))
+    assert len(merged) == len(before)
+    np.testing.assert_allclose(merged["score"], merged["score_after"])  # the scores are the model's still
+    others = ~merged["reviewed_after"]
+    assert (merged.loc[others, "flag"] == merged.loc[others, "flag_after"]).all()
+    assert f"reviewed, kept as labelled (ranked last, not flagged): gender 1, outlier 1, from {own}, {extra}" in said
+    assert "; 2 of them the rules would have flagged" in said
+    draft = (runs / "rev" / "noise" / noise.DRAFT_NAME).read_text()
+    assert gender["person"] not in yaml.safe_load(draft)["gender"]
+    saved = json.loads((runs / "rev" / "noise" / noise.TRUTH_SCORES_NAME).read_text())
+    assert saved["reviewed"] == {
+        "files": [str(own), str(extra)],
+        "units": {"gender": 1, "outlier": 1},
+        "held_back": {"gender": 1, "outlier": 1},
+    }
+    # a --reviewed file that names no one in the data stops the finder, naming the entry and the option
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text('reviewed:\n  gender: ["999999"]\n')
+    rc, _, err = run_main("--exp", "rev", "--runs-dir", str(runs), "--quiet", "--reviewed", str(wrong))
+    assert rc == 2 and f"--reviewed {wrong}" in err and "'999999'" in err
 
 
 def test_finds_planted_noise_on_a_small_synthetic_set(finder_run, synthetic):
@@ -961,7 +1040,7 @@ def test_wandb_table_is_logged(monkeypatch, tmp_path):
     from configs.config import load_config
 
     cfg = load_config(None, [], [f"wandb.dir={tmp_path / 'wandb'}", "exp=e2"])
-    row = ("a", "", "gender", "gender", "male", "female", 0.99, 0.9, 0.9, True, "r")
+    row = ("a", "", "gender", "gender", "male", "female", 0.99, 0.9, 0.9, True, False, "r")
     suspects = pd.DataFrame([row], columns=noise.SUSPECT_COLUMNS)
     noise.log_wandb(cfg, "offline", suspects, {}, None, {"counts": {"gender": 1}})
     table = logged["noise/suspects"]

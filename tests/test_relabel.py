@@ -1,8 +1,9 @@
 import pytest
+import yaml
 
 from core.errors import DataError
 from datamodules.layout import read_train
-from datamodules.relabel import apply_relabel, apply_relabels, resolve_relabel_path
+from datamodules.relabel import apply_relabel, apply_relabels, read_reviewed, resolve_relabel_path
 
 
 def _write(tmp_path, text):
@@ -59,12 +60,56 @@ def test_bad_corrections_name_the_entry(layout, tmp_path, text, message):
         apply_relabel(read_train(layout), _write(tmp_path, text))
 
 
+def test_reviewed_units_change_nothing_and_must_fit_the_data(layout, tmp_path):
+    """reviewed: the units a reviewer kept as labelled, by error kind: the labels stay, nothing is logged,
+    and every entry must name a person (or photo) of the data, like any other section."""
+    images = read_train(layout)
+    fix = _write(
+        tmp_path,
+        """
+reviewed:
+  gender: ["000001", "000002_male_Asian_25"]
+  age: []
+  outlier: ["000010/mask3"]
+""",
+    )
+    fixed, changes = apply_relabel(images, fix)
+    assert fixed.equals(images) and changes.empty
+    units = read_reviewed(images, [str(fix)])
+    folder = images.loc[images["id"] == "000001", "person"].iloc[0]
+    assert units["gender"] == {folder, "000002_male_Asian_25"}
+    assert units["outlier"] == {("000010_female_Asian_52", "mask3")}
+    assert units["age"] == set() and units["mask_swap"] == set()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('reviewed: {gender: ["999999"]}', "reviewed gender: person '999999' is not in train.csv"),
+        ('reviewed: {gender: ["003397"]}', "names 2 folders"),
+        ('reviewed: {outlier: ["000001"]}', "must read <person>/<stem>"),
+        ('reviewed: {colour: ["000001"]}', "reviewed: unknown kind"),
+        ('reviewed: {gender: "000001"}', "reviewed gender must be a list"),
+        ('reviewed: ["000001"]', "section reviewed must map a kind"),
+    ],
+)
+def test_bad_reviewed_entries_are_named(layout, tmp_path, text, message):
+    path = _write(tmp_path, text)
+    with pytest.raises(DataError, match=message):
+        apply_relabel(read_train(layout), path)
+    with pytest.raises(DataError, match=message):
+        read_reviewed(read_train(layout), [str(path)])
+
+
 def test_shipped_competition_file_resolves_and_names_known_errors():
     path = resolve_relabel_path("competition")
     assert path.name == "competition.yaml"
     text = path.read_text()
     for pid in ("006359", "001498-1", "000020", "000645/incorrect_mask", "004348"):
         assert pid in text
+    # the 14 disputed gender labels are kept as labelled, as reviewed: the noise finder does not flag them
+    disputed = "000225 000664 000767 001509 003113 003223 004281 006424 000667 000725 000736 000817 003780 006504"
+    assert yaml.safe_load(text)["reviewed"] == {"gender": disputed.split()}
     with pytest.raises(DataError, match="does not exist"):
         resolve_relabel_path("no/such/file.yaml")
 

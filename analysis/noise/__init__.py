@@ -1,20 +1,22 @@
 """Find likely label errors and outlier photos in an experiment's out-of-fold predictions.
 
     python -m analysis.noise --exp NAME [--exp NAME2 ...] [--runs-dir runs] [--data-dir DIR] [--top N]
-        [--out DIR] [--thresholds {adaptive,fixed}] [--min-confidence C] [--pooling {mean,learnt}] [--wandb MODE]
+        [--out DIR] [--thresholds {adaptive,fixed}] [--min-confidence C] [--pooling {mean,learnt}]
+        [--reviewed FILE ...] [--wandb MODE]
 
 Reads ``runs/<exp>/<task>/fold<k>/oof.csv`` of the mask, gender and age models (any subset; the missing
 ones are named) and writes into ``runs/<exp>/noise/`` (or ``--out``):
 
 - ``suspects.csv``: the ranking, every unit of every kind (person, image, kind, task, given, suggested,
-  confidence, threshold, score, flag, reason), the strongest contradiction first: a reviewer can take the
-  top N of a kind whatever the flags say. Units: a person for gender and age, a person's incorrect_mask/
-  normal pair for mask_swap, a photo for outlier;
+  confidence, threshold, score, flag, reviewed, reason), the strongest contradiction first: a reviewer can
+  take the top N of a kind whatever the flags say. Units: a person for gender and age, a person's
+  incorrect_mask/normal pair for mask_swap, a photo for outlier;
 - ``suspects.png``: a contact sheet of the top ``--top`` of the ranking, flagged or not (flagged ones
   framed in red), given and suggested labels on each;
 - ``corrections-draft.yaml``: the flagged units as a corrections file in the format of
   :mod:`datamodules.relabel` (gender flips, age fixes, swap_incorrect_normal, exclude_images for
-  outliers). Review and edit it, then train with ``--set 'data.relabel=[path/to/corrections-draft.yaml]'``;
+  outliers), and an empty ``reviewed:`` section. Review and edit it (an entry you reject but have looked at
+  goes under ``reviewed:``), then train with ``--set 'data.relabel=[path/to/corrections-draft.yaml]'``;
 - ``truth-scores.json``, for a synthetic set (its ``truth/noise.csv``): person-level precision and recall
   of the flags per planted error kind, and the recall within the top 2 x planted of the ranking, also
   printed. A kind the finder does not know stops it with the kinds it knows.
@@ -25,6 +27,13 @@ data) are an ensemble: each photo's probabilities are averaged over the experime
 prediction is out-of-fold for its own model); the first gives the config and the data, and the outputs go to
 ``runs/<A>/noise+<B>[+<C>...]/``. A model's misreadings that another seed does not share average away, and
 the flags of a weak model gain most (see the README's measurements).
+
+Reviewed units. A corrections file's ``reviewed:`` section lists, by kind, the units someone has looked at
+and kept as labelled (``configs/relabel/competition.yaml`` lists the real data's 14 disputed gender labels
+there). The finder reads it from the experiment's own corrections files (``data.relabel``) and from each
+``--reviewed FILE``: those units keep their score but are never flagged, and come after every other unit
+of the ranking (and so off the contact sheet and out of the draft); the summary counts them, and how many
+the rules would have flagged. A review is done once, not again after every retraining.
 
 The images come from the experiment's data directory (its saved ``config.yaml``, or ``--data-dir``);
 without it the finder still ranks, but draws no contact sheet and uses the models alone.

@@ -31,6 +31,13 @@ def summarize(report: NoiseReport) -> str:
     lines.append(f"thresholds ({report.mode}): {_thresholds_text(report.thresholds)}")
     if report.pooling:
         lines.append("photos pooled per person: " + ", ".join(f"{t} {how}" for t, how in report.pooling.items()))
+    if report.reviewed.files:
+        listed = ", ".join(f"{k} {n}" for k, n in report.reviewed.counts().items())
+        held = sum(report.held_back.values())
+        lines.append(
+            f"reviewed, kept as labelled (ranked last, not flagged): {listed}, from {', '.join(report.reviewed.files)}"
+            f"; {held} of them the rules would have flagged"
+        )
     if report.missing:
         lines.append(f"missing out-of-fold predictions: {', '.join(report.missing)} (those checks were skipped)")
     if report.data.data_dir is None:
@@ -93,6 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="how a person's photos are pooled for gender and age: mean (default: every photo alike) or learnt "
         "(each kind of photo weighed by what it tells, fitted to the given labels across the people)",
     )
+    p.add_argument(
+        "--reviewed",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a corrections file (datamodules/relabel.py's format) whose reviewed: section lists units already "
+        "looked at and kept as labelled: ranked last, never flagged (repeatable; the experiment's own "
+        "data.relabel files are read too)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks for data errors")
     return p
@@ -116,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not args.quiet,
             mode=args.thresholds,
             pooling=args.pooling,
+            reviewed=args.reviewed,
         )
         print(summarize(report), flush=True)
 

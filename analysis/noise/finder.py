@@ -23,7 +23,7 @@ from analysis.noise.outputs import (
 )
 from analysis.noise.pooling import MEAN, POOLINGS
 from analysis.noise.ranking import find_suspects
-from analysis.noise.reading import DataInfo, load_data_info, read_ensemble, saved_config
+from analysis.noise.reading import DataInfo, Reviewed, load_data_info, read_ensemble, read_reviewed_units, saved_config
 from analysis.noise.suspects import ADAPTIVE, KINDS, MIN_CONFIDENCE, THRESHOLD_MODES
 from analysis.noise.truth import PLANTED, TRUTH_DIR, TRUTH_SCORES_NAME, read_disputed, read_truth, score_suspects
 from callbacks.wandb_run import resolve_mode
@@ -54,6 +54,8 @@ class NoiseReport:
     pooling: dict = field(default_factory=dict)  # the pooling used per person-level task (mean or learnt)
     seconds: float = 0.0  # reading and ranking, outputs not included
     experiments: list[str] = field(default_factory=list)  # the experiments averaged (the first's config and data)
+    reviewed: Reviewed = field(default_factory=Reviewed)  # the units kept as labelled, never flagged
+    held_back: dict[str, int] = field(default_factory=dict)  # kind -> reviewed units the rules would have flagged
 
     @property
     def flagged(self) -> pd.DataFrame:
@@ -91,13 +93,16 @@ def run_finder(
     progress: bool = True,
     mode: str = ADAPTIVE,
     pooling: str = MEAN,
+    reviewed: Sequence[str] = (),
 ) -> NoiseReport:
     """Rank every unit of experiment ``exp`` and write suspects.csv, the contact sheet of the top ``top``
     and the draft of the flagged. Several experiments (a list, or ``"A,B"``) are an ensemble: each photo's
     out-of-fold probabilities are averaged over them (:func:`read_ensemble`), the first gives the config and
     data, and the outputs go to ``runs/<A>/noise+<B>...``. ``mode``: ``adaptive`` (per-class thresholds from
     the out-of-fold probabilities) or ``fixed`` (``min_confidence`` for every rule); ``pooling``: ``mean``
-    or ``learnt``, how a person's photos are pooled (:mod:`analysis.noise.pooling`)."""
+    or ``learnt``, how a person's photos are pooled (:mod:`analysis.noise.pooling`). The units under
+    ``reviewed:`` in the experiment's corrections files and in the files ``reviewed`` (looked at and kept as
+    labelled) are ranked last and never flagged."""
     if mode not in THRESHOLD_MODES:
         raise ConfigError(f"thresholds {mode!r}: expected one of {', '.join(THRESHOLD_MODES)}")
     if pooling not in POOLINGS:
@@ -119,8 +124,12 @@ def run_finder(
     truth = None
     if data.data_dir is not None and (data.data_dir / TRUTH_DIR / PLANTED).is_file():
         truth = read_truth(data.data_dir), read_disputed(data.data_dir)  # read first: a bad file stops here
-    suspects = find_suspects(frames, data.ages or None, cuts, data.files, min_confidence, progress, mode, pooling)
+    review = read_reviewed_units(frames, data, reviewed)
+    suspects = find_suspects(
+        frames, data.ages or None, cuts, data.files, min_confidence, progress, mode, pooling, review.units
+    )
     thresholds, pooled = suspects.attrs.get("thresholds", {}), suspects.attrs.get("pooling", {})
+    held_back = suspects.attrs.get("held_back", {})
     seconds = time.perf_counter() - start
 
     out_dir = Path(out) if out else noise_dir(runs_dir, names)
@@ -139,6 +148,7 @@ def run_finder(
     if scores is not None:
         truth_file = out_dir / TRUTH_SCORES_NAME
         rule = {"thresholds": mode, "min_confidence": min_confidence, "used": thresholds, "pooling": pooled}
+        rule["reviewed"] = {"files": review.files, "units": review.counts(), "held_back": held_back}
         write_text_atomic(truth_file, json.dumps({**rule, "scores": scores}, indent=2) + "\n")
 
     cfg = _wandb_config(config_path, names[0])
@@ -149,6 +159,7 @@ def run_finder(
         counts = suspects.loc[suspects["flag"], "kind"].value_counts().reindex(KINDS, fill_value=0).to_dict()
         summary = {"exp": names[0], "ensemble": names, "thresholds": mode, "min_confidence": min_confidence}
         summary["pooling"] = pooled
+        summary["reviewed"] = {"files": review.files, "units": review.counts(), "held_back": held_back}
         summary |= {"missing_tasks": missing, "counts": counts, "thresholds_used": thresholds}
         log_wandb(cfg, wandb_run_mode, suspects.head(top), data.files, sheet, summary, progress)
     return NoiseReport(
@@ -169,4 +180,6 @@ def run_finder(
         pooled,
         seconds,
         names,
+        review,
+        held_back,
     )

@@ -198,6 +198,7 @@ def outlier_suspects(
             "threshold": thr,
             "score": score,
             "flag": m_flag | u_flag,
+            "reviewed": False,
             "reason": reasons,
         },
         columns=SUSPECT_COLUMNS,

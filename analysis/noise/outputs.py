@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
 from analysis.noise.rules import group_range
-from analysis.noise.suspects import SUSPECT_COLUMNS, image_stem
+from analysis.noise.suspects import KINDS, SUSPECT_COLUMNS, image_stem
 from callbacks.wandb_run import init_run
 from core.tasks import TASKS
 from datamodules.relabel import apply_relabels
@@ -92,6 +92,13 @@ def draft_corrections(
         else:
             lines.append(f"{name}:")
             lines.extend(entries)
+    lines += [
+        "",
+        "# Looked at an entry and keep the label as given? List it here instead (a person; for outlier, the",
+        '# photo "<person>/<stem>"): the noise finder ranks it last and does not flag it again.',
+        "reviewed:",
+        *(f"  {kind}: []" for kind in KINDS),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -137,7 +144,7 @@ def suspect_cell(row, files: dict, thumb_w: int = 96) -> Image.Image:
         suspect = (row.kind == "outlier" and i == 0) or row.kind == "mask_swap"
         colour = "red" if suspect else "black"
         draw.text((i * thumb_w + 2, 0), stem, fill=colour, font=font)
-    verdict = "FLAGGED" if flagged else "not flagged"
+    verdict = "FLAGGED" if flagged else "reviewed" if bool(getattr(row, "reviewed", False)) else "not flagged"
     text = (
         f"{row.kind} {verdict}, score {row.score:.2f}\n{row.person}\ngiven: {row.given}\n"
         f"suggested: {row.suggested} ({row.confidence:.3f}, cut {row.threshold:.3f})"

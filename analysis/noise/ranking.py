@@ -22,11 +22,14 @@ def find_suspects(
     progress: bool = True,
     mode: str = ADAPTIVE,
     pooling: str = MEAN,
+    reviewed: dict[str, set] | None = None,
 ) -> pd.DataFrame:
     """Every unit of every kind, sorted by score; ``attrs["thresholds"]`` holds the thresholds used, by
     kind (or task) and class, ``attrs["pooling"]`` the pooling of each person-level task. ``mode``:
     ``adaptive`` (per-class thresholds from the data) or ``fixed`` (``min_confidence`` for every rule);
-    ``pooling``: how a person's photos are pooled for gender and age (:mod:`analysis.noise.pooling`)."""
+    ``pooling``: how a person's photos are pooled for gender and age (:mod:`analysis.noise.pooling`);
+    ``reviewed``: kind -> the units a reviewer kept as labelled (people; for outlier, (person, stem)
+    photos), never flagged and ranked last, ``attrs["held_back"]`` counting those the rules would flag."""
     parts = [pd.DataFrame(columns=SUSPECT_COLUMNS)]
     if "gender" in frames:
         parts.append(gender_suspects(frames["gender"], min_confidence, mode, pooling))
@@ -45,6 +48,6 @@ def find_suspects(
     thresholds = {key: value for part in parts for key, value in part.attrs.get("thresholds", {}).items()}
     pooled = {key: value for part in parts for key, value in part.attrs.get("pooling", {}).items()}
     table = pd.concat([p for p in parts if len(p)] or parts[:1], ignore_index=True)
-    out = ranked(table, thresholds)
+    out = ranked(table, thresholds, reviewed)
     out.attrs["pooling"] = pooled
     return out

@@ -5,6 +5,7 @@ experiment's corrections)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from analysis.scoring import oof_age_cuts, read_task_oof
 from core.errors import DataError
 from core.tasks import COMPETITION_AGE_CUTS, MULTIHEAD, TASK_NAMES, TASKS
 from datamodules.layout import read_train
-from datamodules.relabel import apply_relabels
+from datamodules.relabel import apply_relabels, read_reviewed
 from rundir.layout import CONFIG, FULL, HOLDOUT, KEY, fold_dirs, prob_columns
 
 log = logging.getLogger("noise")
@@ -152,3 +153,42 @@ def load_data_info(data_dir: str | Path | None, relabel: list[str], explicit: bo
     files = {(p, s): f for p, s, f in zip(raw["person"], raw["stem"], raw["file"], strict=True)}
     ages = dict(zip(images["person"], images["age"].astype(int), strict=False))
     return DataInfo(data_dir, files, ages, images, list(relabel))
+
+
+@dataclass
+class Reviewed:
+    """The units a reviewer looked at and kept as labelled (:func:`read_reviewed_units`)."""
+
+    units: dict[str, set] = field(default_factory=dict)  # kind -> people (outlier: (person, stem) photos)
+    files: list[str] = field(default_factory=list)  # the corrections files they came from
+
+    def counts(self) -> dict[str, int]:
+        return {kind: len(found) for kind, found in self.units.items() if found}
+
+
+def read_reviewed_units(frames: dict[str, pd.DataFrame], data: DataInfo, extra: Sequence[str] = ()) -> Reviewed:
+    """The ``reviewed`` sections of the experiment's corrections files (``data.relabel``: one that is gone
+    or no longer fits is skipped with a warning) and of the files ``extra`` (``--reviewed``: a DataError if
+    one does not fit), resolved against the people the experiment predicted and the data's people."""
+    people = pd.concat([f[["person"]] for f in frames.values()], ignore_index=True)
+    people["id"] = people["person"].str.split("_").str[0]
+    if data.images is not None:
+        people = pd.concat([people, data.images[["person", "id"]].astype(str)], ignore_index=True)
+    people = people.drop_duplicates("person")
+    found = Reviewed()
+    named = [(n, True) for n in data.relabel] + [(n, False) for n in dict.fromkeys(extra) if n not in data.relabel]
+    for name, own in named:
+        try:
+            units = read_reviewed(people, [name])
+        except DataError as exc:
+            if not own:
+                raise DataError(f"--reviewed {name}: {exc}") from None
+            log.warning("the experiment's corrections file %s: its reviewed units are not used (%s)", name, exc)
+            continue
+        if any(units.values()):
+            found.files.append(name)
+        elif not own:
+            log.warning("--reviewed %s lists no units under reviewed: (see datamodules/relabel.py)", name)
+        for kind, got in units.items():
+            found.units.setdefault(kind, set()).update(got)
+    return found

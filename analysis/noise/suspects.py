@@ -8,13 +8,14 @@ import os
 import numpy as np
 import pandas as pd
 
-from core.tasks import MASK_FILES
+from core.tasks import ERROR_KINDS, MASK_FILES
 from rundir.layout import prob_columns
 
 # One row per unit (a person for gender, age and mask_swap; a photo for outlier), every unit ranked:
 # ``suggested`` is the label the row proposes (the best one other than the given), ``confidence`` its
 # probability, ``threshold`` the cut it is held against, ``score`` how far past that cut it is (0 at the
-# cut, 1 certain, -1 no support: :func:`scaled_score`), ``flag`` the decision.
+# cut, 1 certain, -1 no support: :func:`scaled_score`), ``flag`` the decision, ``reviewed`` whether a
+# corrections file lists the unit as looked at and kept as labelled (never flagged, ranked after the rest).
 SUSPECT_COLUMNS = [
     "person",
     "image",
@@ -26,9 +27,10 @@ SUSPECT_COLUMNS = [
     "threshold",
     "score",
     "flag",
+    "reviewed",
     "reason",
 ]
-KINDS = ("gender", "age", "mask_swap", "outlier")  # the kinds of DIR/truth/noise.csv
+KINDS = ERROR_KINDS  # the kinds of DIR/truth/noise.csv, and of a corrections file's reviewed section
 PROB_FLOOR = 0.01
 MIN_CONFIDENCE = 0.9
 AGE_MARGIN_YEARS = 5
@@ -59,17 +61,37 @@ def scaled_score(confidence: np.ndarray, threshold: np.ndarray) -> np.ndarray:
     return np.clip(np.where(c >= t, above, below), -1.0, 1.0)
 
 
-def ranked(table: pd.DataFrame, thresholds: dict) -> pd.DataFrame:
+def is_reviewed(table: pd.DataFrame, reviewed: dict[str, set]) -> np.ndarray:
+    """Which rows ``reviewed`` lists: kind -> people (for ``outlier``: (person, stem) photos)."""
+    kinds = table["kind"].to_numpy()
+    keys = [
+        (p, image_stem(str(i))) if k == "outlier" else p
+        for p, i, k in zip(table["person"], table["image"], kinds, strict=True)
+    ]
+    return np.array([key in reviewed.get(k, ()) for key, k in zip(keys, kinds, strict=True)], bool)
+
+
+def ranked(table: pd.DataFrame, thresholds: dict, reviewed: dict[str, set] | None = None) -> pd.DataFrame:
     """``table`` in SUSPECT_COLUMNS order, sorted by score (then kind, person, image), with the thresholds
-    used in ``attrs["thresholds"]``."""
-    table = table[SUSPECT_COLUMNS].copy()
+    used in ``attrs["thresholds"]``. The units ``reviewed`` lists (see :func:`is_reviewed`) are not flagged
+    and come after every other unit, in the same order among themselves; ``attrs["held_back"]`` counts, by
+    kind, those the rule would have flagged."""
+    listed = table["reviewed"].eq(True) if "reviewed" in table else False
+    table = table.assign(reviewed=listed)[SUSPECT_COLUMNS].copy()
+    if reviewed:
+        table["reviewed"] = table["reviewed"].to_numpy(bool) | is_reviewed(table, reviewed)
     for column in ("confidence", "threshold", "score"):
         table[column] = table[column].astype(float)
     table["flag"] = table["flag"].astype(bool)
+    held = table.loc[table["flag"] & table["reviewed"], "kind"].value_counts()  # what the rule would have flagged
+    table["flag"] &= ~table["reviewed"]
     table["_kind"] = table["kind"].map({k: i for i, k in enumerate(KINDS)})
-    table = table.sort_values(["score", "_kind", "person", "image"], ascending=[False, True, True, True])
+    order = ["reviewed", "score", "_kind", "person", "image"]
+    table = table.sort_values(order, ascending=[True, False, True, True, True])
     table = table.drop(columns="_kind").reset_index(drop=True)
     table.attrs["thresholds"] = thresholds
+    if reviewed:
+        table.attrs["held_back"] = {str(k): int(n) for k, n in held.items()}
     return table
 
 
