@@ -15,6 +15,8 @@ more adaptive (mean pooling) with the set's disputed people (``truth/disputed.cs
   ``suspects.csv`` gets); flags on the people of ``truth/disputed.csv`` (drawn between the genders) count
   as false alarms and are also reported apart; for gender flips and swaps, the missed and the falsely flagged
   units, each with its rank, confidence and threshold;
+- the gender ranking by age band (``gender_by_age``: under 30, 30-44, 45-59, 60 and over): people, flips,
+  flagged, found, and each flip's rank within its band;
 - the thresholds each mode used (by kind or task, and class), the finder's seconds (reading and ranking;
   and with its outputs), whether the targets are met (``--target``: gender flips and mask swaps, recall
   >= 0.9 at precision >= 0.8 for a strong model, >= 0.8 at >= 0.5 for a weak one);
@@ -36,6 +38,8 @@ The experiments: the default synthetic set's 2,700 people and planted noise, dra
 - middle: the options benchmark's seed recipe, 32x32 crops, 3 epochs (no second config; ``options-base-s0``,
   ``options-base-s1``, each alone and as a pair);
 - weak: the same for 1 epoch (``noise-finder-cpu.yaml``; ``noise-weak`` at seed 42, ``noise-weak-s1`` ...);
+  weak-sep: the same recipe as separate mask and gender models (``--task mask``, ``--task gender``,
+  experiment ``noise-weak-sep``), the seed recipe's shape;
 - weak16: 16x16 crops, 4 epochs (``noise-finder-weak16-cpu.yaml``; ``noise-weak16``, ``noise-weak16-s1``).
 
 Each model once, and its seeds as an ensemble (several ``--exp``), e.g.::
@@ -61,6 +65,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
 
@@ -78,6 +83,8 @@ TARGETS = {  # the issue's targets, for gender flips and mask swaps
 }
 TARGET_KINDS = ("gender", "mask_swap")
 CAPS = (0.8, 0.9, 0.95, 0.99, 1.0)  # the adaptive thresholds' ceiling (--min-confidence), each tried
+AGE_BANDS = (30, 45, 60)  # the gender ranking is also read by age band: under 30, 30-44, 45-59, 60 and over
+AGE_BAND_NAMES = ("<30", "30-44", "45-59", "60+")
 REVIEWED_NAME = "disputed-reviewed.yaml"  # the set's disputed people as a corrections file's reviewed section
 
 
@@ -148,6 +155,29 @@ def disputed_reviewed(disputed: dict[str, set[str]], path: Path) -> Path:
     return path
 
 
+def gender_by_age(suspects: pd.DataFrame, truth: pd.DataFrame, ages: dict[str, int]) -> dict:
+    """The gender ranking by age band (``AGE_BANDS``; the ages after the experiment's corrections): per band,
+    the people, the planted flips, the flagged and the flips found, and each flip's rank within its band (1
+    first): where a model reads gender well enough to tell a flip from its own misreadings."""
+    units = suspects[suspects["kind"] == "gender"].reset_index(drop=True)
+    if units.empty or not ages:
+        return {}
+    band = np.searchsorted(AGE_BANDS, units["person"].map(ages).to_numpy(float), side="right")
+    planted = units["person"].isin(set(truth.loc[truth["kind"] == "gender", "path"])).to_numpy()
+    out = {}
+    for i, name in enumerate(AGE_BAND_NAMES):
+        part = units[band == i].reset_index(drop=True)
+        hit = planted[band == i]
+        out[name] = {
+            "people": len(part),
+            "planted": int(hit.sum()),
+            "flagged": int(part["flag"].sum()),
+            "found": int((part["flag"].to_numpy() & hit).sum()),
+            "planted_ranks": [int(r) + 1 for r in np.flatnonzero(hit)],
+        }
+    return out
+
+
 def run_mode(
     args, mode: str, min_confidence: float, pooling: str = noise.MEAN, reviewed: bool = False
 ) -> tuple[NoiseReport, dict]:
@@ -183,6 +213,7 @@ def run_mode(
         "scores": scores,
         "target_met": target_met(scores, TARGETS[args.target]),
         "units": errors_by_unit(report.suspects, args.truth, args.disputed),
+        "gender_by_age": gender_by_age(report.suspects, args.truth, report.data.ages),
     }
     return report, part
 

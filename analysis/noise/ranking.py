@@ -40,7 +40,7 @@ def find_suspects(
         swaps = mask_swap_suspects(frames["mask"], min_confidence, mode)
         parts.append(swaps)
         m = frames["mask"]
-        flagged = set(swaps.loc[swaps["flag"], "person"])
+        flagged = set(swaps.loc[swaps["flag"], "person"])  # a reviewed swap's too: its photos have been seen
         swapped = m["person"].isin(flagged) & m["label"].isin([INCORRECT, NOT_WEAR])
         explained = set(zip(m.loc[swapped, "person"], m.loc[swapped, "stem"], strict=True))
     scores = photo_scores(frames, files, progress)
