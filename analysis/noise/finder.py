@@ -130,6 +130,7 @@ def run_finder(
     )
     thresholds, pooled = suspects.attrs.get("thresholds", {}), suspects.attrs.get("pooling", {})
     held_back = suspects.attrs.get("held_back", {})
+    reviewed_said = {"files": review.files, "units": review.counts(), "held_back": held_back}
     seconds = time.perf_counter() - start
 
     out_dir = Path(out) if out else noise_dir(runs_dir, names)
@@ -148,7 +149,7 @@ def run_finder(
     if scores is not None:
         truth_file = out_dir / TRUTH_SCORES_NAME
         rule = {"thresholds": mode, "min_confidence": min_confidence, "used": thresholds, "pooling": pooled}
-        rule["reviewed"] = {"files": review.files, "units": review.counts(), "held_back": held_back}
+        rule["reviewed"] = reviewed_said
         write_text_atomic(truth_file, json.dumps({**rule, "scores": scores}, indent=2) + "\n")
 
     cfg = _wandb_config(config_path, names[0])
@@ -159,7 +160,7 @@ def run_finder(
         counts = suspects.loc[suspects["flag"], "kind"].value_counts().reindex(KINDS, fill_value=0).to_dict()
         summary = {"exp": names[0], "ensemble": names, "thresholds": mode, "min_confidence": min_confidence}
         summary["pooling"] = pooled
-        summary["reviewed"] = {"files": review.files, "units": review.counts(), "held_back": held_back}
+        summary["reviewed"] = reviewed_said
         summary |= {"missing_tasks": missing, "counts": counts, "thresholds_used": thresholds}
         log_wandb(cfg, wandb_run_mode, suspects.head(top), data.files, sheet, summary, progress)
     return NoiseReport(

@@ -76,10 +76,8 @@ def ranked(table: pd.DataFrame, thresholds: dict, reviewed: dict[str, set] | Non
     used in ``attrs["thresholds"]``. The units ``reviewed`` lists (see :func:`is_reviewed`) are not flagged
     and come after every other unit, in the same order among themselves; ``attrs["held_back"]`` counts, by
     kind, those the rule would have flagged."""
-    listed = table["reviewed"].eq(True) if "reviewed" in table else False
-    table = table.assign(reviewed=listed)[SUSPECT_COLUMNS].copy()
-    if reviewed:
-        table["reviewed"] = table["reviewed"].to_numpy(bool) | is_reviewed(table, reviewed)
+    table = table[SUSPECT_COLUMNS].copy()
+    table["reviewed"] = table["reviewed"].to_numpy(bool) | (is_reviewed(table, reviewed) if reviewed else False)
     for column in ("confidence", "threshold", "score"):
         table[column] = table[column].astype(float)
     table["flag"] = table["flag"].astype(bool)
