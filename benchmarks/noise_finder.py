@@ -17,6 +17,9 @@ more adaptive (mean pooling) with the set's disputed people (``truth/disputed.cs
   units, each with its rank, confidence and threshold;
 - the gender ranking by age band (``gender_by_age``: under 30, 30-44, 45-59, 60 and over): people, flips,
   flagged, found, and each flip's rank within its band;
+- confident learning within each age group (``gender_within_age_groups``): the adaptive thresholds and noise
+  rates (mean pooling) estimated apart for each of the competition's three age groups, as if gender x age
+  group were the classes, then the groups' flags and scores put together and scored as above;
 - the thresholds each mode used (by kind or task, and class), the finder's seconds (reading and ranking;
   and with its outputs), whether the targets are met (``--target``: gender flips and mask swaps, recall
   >= 0.9 at precision >= 0.8 for a strong model, >= 0.8 at >= 0.5 for a weak one);
@@ -72,7 +75,7 @@ from sklearn.metrics import f1_score
 from analysis import noise
 from analysis.noise.finder import NoiseReport
 from analysis.noise.reading import read_oof_frames
-from core.tasks import TASKS
+from core.tasks import COMPETITION_AGE_CUTS, TASKS, age_group
 from rundir.layout import CONFIG, DONE, exp_dir, fold_name, noise_dir, prob_columns, run_dirs, run_place
 
 ROOT = Path(__file__).resolve().parent.parent  # the results go to ROOT/benchmarks/results/
@@ -176,6 +179,31 @@ def gender_by_age(suspects: pd.DataFrame, truth: pd.DataFrame, ages: dict[str, i
             "planted_ranks": [int(r) + 1 for r in np.flatnonzero(hit)],
         }
     return out
+
+
+def gender_within_age_groups(report: NoiseReport, args) -> dict:
+    """Gender scored with confident learning run apart within each of the competition's age groups: each
+    group gets its own thresholds and noise-rate quotas (mean pooling, the adaptive mode's ceiling), as if
+    the classes were gender x age group; the groups' flags and scores are then ranked together."""
+    frame = report.frames.get("gender")
+    ages = report.data.ages
+    if frame is None or not ages:
+        return {}
+    post = noise.person_posteriors(frame, "gender")
+    group = age_group(post.index.map(ages).to_numpy(float), COMPETITION_AGE_CUTS)
+    probs = post[[f"p{c}" for c in range(TASKS["gender"].num_classes)]].to_numpy()
+    given = post["given"].to_numpy()
+    flag, score, thresholds = np.zeros(len(post), bool), np.full(len(post), -1.0), {}
+    for g in np.unique(group):
+        part = group == g
+        verdict = noise.judge(probs[part], given[part], noise.ADAPTIVE, args.min_confidence)
+        flag[part], score[part] = verdict.flag, verdict.score
+        thresholds[TASKS["age"].classes[g]] = dict(
+            zip(TASKS["gender"].classes, np.round(verdict.thresholds, 4).tolist(), strict=True)
+        )
+    units = pd.DataFrame({"person": post.index, "image": "", "kind": "gender", "flag": flag, "score": score})
+    scores = noise.score_suspects(units, args.truth, args.disputed).get("gender", {})
+    return {"age_cuts": list(COMPETITION_AGE_CUTS), "thresholds": thresholds, "scores": scores}
 
 
 def run_mode(
@@ -306,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         "target": {"model": args.target, **{kind: TARGETS[args.target] for kind in TARGET_KINDS}},
         "modes": modes,
         "adaptive_by_cap": caps,
+        "gender_within_age_groups": gender_within_age_groups(report, args),
     }
     if "gender" in disputed:
         planted_flips = set(truth.loc[truth["kind"] == "gender", "path"])
@@ -331,6 +360,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{k}: flagged {e['flagged']}, found {e['found']}" for k, e in part.items() if k in TARGET_KINDS and e
         )
         print(f"adaptive capped at {cap}: {said}")
+    within = result["gender_within_age_groups"].get("scores")
+    if within:
+        print(
+            f"gender, confident learning within each age group: flagged {within['flagged']}, found "
+            f"{within['found']}/{within['planted']}; recall in the top {within['top_n']}: {within['recall_top_n']}"
+        )
     print(f"wrote {out}")
     return 0
 
