@@ -190,6 +190,7 @@ def gender_within_age_groups(report: NoiseReport, args) -> dict:
     if frame is None or not ages:
         return {}
     post = noise.person_posteriors(frame, "gender")
+    post = post[post.index.isin(set(ages))]  # a person without an age has no group
     group = age_group(post.index.map(ages).to_numpy(float), COMPETITION_AGE_CUTS)
     probs = post[[f"p{c}" for c in range(TASKS["gender"].num_classes)]].to_numpy()
     given = post["given"].to_numpy()
