@@ -3,7 +3,7 @@ heads into the 18 classes, and write the submission; or score the out-of-fold pr
 
     python predict.py --exp default --ensemble soft --tta flip
     python predict.py --exp default --oof                 # from the oof.csv files (no TTA)
-    python predict.py --exp default --oof --tta flip      # re-predicted with the submission's TTA
+    python predict.py --exp default --oof --tta flip      # in the submission's TTA (the oof_flip.csv files)
     python predict.py --exp default --calibrate           # per-class offsets fitted on the OOF, then applied
     python predict.py --exp default --oof --calibrate     # fit and score the offsets only (no submission)
     python predict.py --exp default --group-people        # gender and age averaged over each person's photos
@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--tta",
         choices=list(TTA_VIEWS),
         help="test-time augmentation (default: flip for the submission; none for --oof, which then reads the "
-        "oof.csv files, while flip re-predicts the validation images as the submission predicts eval/)",
+        "oof.csv files, while flip reads the oof_flip.csv files training wrote, the validation images predicted as "
+        "the submission predicts eval/; re-predicted and written for folds without them)",
     )
     p.add_argument(
         "--folds",
@@ -76,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         "0..k-1; full and holdout only when named)",
     )
     p.add_argument(
-        "--data-dir", help="data holding eval/ (and train/ for --oof --tta flip; default: the checkpoints' data.dir)"
+        "--data-dir",
+        help="data holding eval/ (and train/ when --oof --tta flip re-predicts; default: the checkpoints' data.dir)",
     )
     p.add_argument("--out", help="submission file (default: runs/<exp>/submission.csv)")
     p.add_argument("--oof", action="store_true", help="score the out-of-fold predictions instead")

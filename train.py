@@ -4,7 +4,7 @@
     python train.py --task all --fold all --config configs/quick.yaml
 
 Outputs go to ``runs/<exp>/<task>/fold<k>/`` (see ``rundir/layout.py``): best.ckpt, last.ckpt, config.yaml,
-metrics.csv, oof.csv.
+metrics.csv, oof.csv and oof_flip.csv (the out-of-fold predictions without and with flip TTA).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from lightning_modules.ordinal import build_ordinal_loss
 from lightning_modules.task_module import TaskModule
 from lightning_modules.weights import check_weights
 from rundir.claim import check_resume, check_resumed_data, claim_run_dir, ensure_writable, settle_replaced
-from rundir.layout import BEST_CKPT, CONFIG, DONE, FULL, LAST_CKPT, LOGS, NAMED_FOLDS, OOF, exp_dir, run_dir, write_done
+from rundir.layout import BEST_CKPT, CONFIG, DONE, FULL, LAST_CKPT, LOGS, NAMED_FOLDS, exp_dir, run_dir, write_done
 from rundir.lock import RunLock
 from synthetic import ensure_default_data
 
@@ -233,7 +233,7 @@ def _fit(
         callbacks = [*training_callbacks(cfg, out, validate, logger is not None, resume_hint), *callbacks]
         if validate:
             callbacks += [
-                OOFWriter(out / OOF, dm.val_frame, dm.task.column),
+                OOFWriter(out, dm.val_frame, dm.task.column),
                 WandbMediaCallback(dm.val_frame["file"].tolist(), dm.task.classes, cfg.trainer.worst_images),
             ]
         if cfg.trainer.progress_bar:  # a bar update reads the loss (a GPU sync): not every step on CUDA

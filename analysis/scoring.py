@@ -24,7 +24,7 @@ from core.tasks import (
     split_class18,
 )
 from lightning_modules.ensemble import combine_heads
-from rundir.layout import AGE, CONFIG, HEAD_COLUMNS, KEY, OOF, OOF_COLUMNS, prob_columns, task_run_files
+from rundir.layout import AGE, CONFIG, HEAD_COLUMNS, KEY, OOF_COLUMNS, OOF_FILES, prob_columns, task_run_files
 
 RERUN_FOR_AGE = (
     "their oof.csv files predate the raw age column: retrain those folds (python train.py ... --overwrite) to "
@@ -93,10 +93,19 @@ def _multihead_rows(path: Path, task: str) -> pd.DataFrame:
     return out
 
 
-def task_oof_files(exp_dir: Path, task: str, folds: list[str] | None = None) -> tuple[list[Path], bool]:
-    """The ``oof.csv`` files that hold ``task``'s out-of-fold predictions for ``folds`` (see
-    ``rundir.layout.fold_dirs``): its own model's, else a multihead model's (then True)."""
-    return task_run_files(exp_dir, task, OOF, folds)
+def task_oof_files(
+    exp_dir: Path, task: str, folds: list[str] | None = None, tta: str = "none"
+) -> tuple[list[Path], bool]:
+    """The ``oof.csv`` files (``oof_flip.csv`` with ``tta="flip"``) that hold ``task``'s out-of-fold predictions
+    for ``folds`` (see ``rundir.layout.fold_dirs``): its own model's, else a multihead model's (then True)."""
+    return task_run_files(exp_dir, task, OOF_FILES[tta], folds)
+
+
+def without_tta(exp_dir: Path, folds: list[str] | None = None, tta: str = "flip") -> list[Path]:
+    """The ``oof.csv`` files of ``folds`` (every task's) with no out-of-fold predictions in ``tta`` beside them
+    (``oof_flip.csv``: runs trained before training wrote it); empty when every one has them."""
+    files = [f for task in TASK_NAMES for f in task_oof_files(exp_dir, task, folds)[0]]
+    return [f for f in dict.fromkeys(files) if not (f.parent / OOF_FILES[tta]).is_file()]
 
 
 def read_oof_file(path: Path, task: str, multihead: bool) -> pd.DataFrame:
@@ -121,13 +130,14 @@ def join_oof(parts: dict[Path, pd.DataFrame], task: str) -> pd.DataFrame:
     return frame.drop(columns="file").reset_index(drop=True)
 
 
-def read_task_oof(exp_dir: Path, task: str, folds: list[str] | None = None) -> pd.DataFrame | None:
+def read_task_oof(exp_dir: Path, task: str, folds: list[str] | None = None, tta: str = "none") -> pd.DataFrame | None:
     """``task``'s out-of-fold predictions over ``folds`` (default: the k-fold runs; see ``rundir.layout.fold_dirs``):
     person, image, stem, fold, label, age (when the files have it), prob_k; from its own model's
     ``<task>/fold<k>/oof.csv``, else from a ``multihead/fold<k>/oof.csv`` (whose label is the 18-class one and
-    whose probability columns hold every head side by side). None when neither exists. A malformed file is an
-    error naming it and its first bad row; an image in two files, an error naming both."""
-    files, multihead = task_oof_files(exp_dir, task, folds)
+    whose probability columns hold every head side by side); ``oof_flip.csv`` with ``tta="flip"``. None when
+    neither exists. A malformed file is an error naming it and its first bad row; an image in two files, an
+    error naming both."""
+    files, multihead = task_oof_files(exp_dir, task, folds, tta)
     if not files:
         return None
     return join_oof({f: read_oof_file(f, task, multihead) for f in files}, task)
@@ -141,11 +151,11 @@ def no_oof_error(exp_dir: Path, task: str, folds: list[str] | None) -> DataError
     )
 
 
-def read_oof(exp_dir: Path, folds: list[str] | None = None) -> dict[str, pd.DataFrame]:
-    """Each task's out-of-fold predictions over ``folds`` (default: the k-fold runs)."""
+def read_oof(exp_dir: Path, folds: list[str] | None = None, tta: str = "none") -> dict[str, pd.DataFrame]:
+    """Each task's out-of-fold predictions over ``folds`` (default: the k-fold runs), in ``tta``."""
     frames = {}
     for task in TASK_NAMES:
-        frame = read_task_oof(exp_dir, task, folds)
+        frame = read_task_oof(exp_dir, task, folds, tta)
         if frame is None:
             raise no_oof_error(exp_dir, task, folds)
         frames[task] = frame
@@ -175,10 +185,14 @@ def oof_age_cuts(exp_dir: Path, folds: list[str] | None = None) -> tuple[int, in
     return next(iter(found.values()), COMPETITION_AGE_CUTS)
 
 
-def score_oof(exp_dir: Path, confusion_png: Path | None = None, folds: list[str] | None = None) -> dict:
-    """Merge the three tasks' OOF predictions of ``folds`` (default: the k-fold runs) per image and score the
-    18 classes, at the models' own age cuts and at the competition's (see :func:`score_frames`)."""
-    return score_frames(read_oof(exp_dir, folds), oof_age_cuts(exp_dir, folds), confusion_png, str(exp_dir))
+def score_oof(
+    exp_dir: Path, confusion_png: Path | None = None, folds: list[str] | None = None, tta: str = "none"
+) -> dict:
+    """Merge the three tasks' OOF predictions of ``folds`` (default: the k-fold runs; in ``tta``: the files
+    training wrote) per image and score the 18 classes, at the models' own age cuts and at the competition's
+    (see :func:`score_frames`)."""
+    frames = read_oof(exp_dir, folds, tta)
+    return score_frames(frames, oof_age_cuts(exp_dir, folds), confusion_png, str(exp_dir))
 
 
 @dataclass

@@ -20,6 +20,9 @@ more adaptive (mean pooling) with the set's disputed people (``truth/disputed.cs
 - confident learning within each age group (``gender_within_age_groups``): the adaptive thresholds and noise
   rates (mean pooling) estimated apart for each of the competition's three age groups, as if gender x age
   group were the classes, then the groups' flags and scores put together and scored as above;
+- the finder ranks the flip-TTA out-of-fold predictions (``oof_flip.csv``, its default where every fold has
+  them: ``tta`` in the results); ``without_tta``: the adaptive modes (both poolings) again on ``oof.csv``,
+  the predictions without TTA, for the gender and swap scores;
 - the thresholds each mode used (by kind or task, and class), the finder's seconds (reading and ranking;
   and with its outputs), whether the targets are met (``--target``: gender flips and mask swaps, recall
   >= 0.9 at precision >= 0.8 for a strong model, >= 0.8 at >= 0.5 for a weak one);
@@ -208,13 +211,15 @@ def gender_within_age_groups(report: NoiseReport, args) -> dict:
 
 
 def run_mode(
-    args, mode: str, min_confidence: float, pooling: str = noise.MEAN, reviewed: bool = False
+    args, mode: str, min_confidence: float, pooling: str = noise.MEAN, reviewed: bool = False, tta: str = noise.AUTO
 ) -> tuple[NoiseReport, dict]:
-    """One finder run, and its part of the results; ``reviewed``: with the set's disputed people reviewed."""
+    """One finder run, and its part of the results; ``reviewed``: with the set's disputed people reviewed;
+    ``tta``: the out-of-fold predictions ranked (the finder's default, or ``none``)."""
     start = time.perf_counter()
     out = noise_dir(args.runs_dir, args.exp)
     suffix = f"-{mode}" + (f"-{pooling}" if pooling != noise.MEAN else "") + ("-reviewed" if reviewed else "")
     suffix += f"-{min_confidence:g}" if min_confidence != args.min_confidence else ""
+    suffix += f"-tta-{tta}" if tta != noise.AUTO else ""
     out = out.with_name(out.name + suffix)
     listed = [str(disputed_reviewed(args.disputed, out / REVIEWED_NAME))] if reviewed else []
     report = noise.run_finder(
@@ -228,10 +233,12 @@ def run_mode(
         mode=mode,
         pooling=pooling,
         reviewed=listed,
+        tta=tta,
     )
     total = time.perf_counter() - start
     scores = report.truth_scores or {}
     part = {
+        "tta": report.tta,
         "pooling": report.pooling,
         "thresholds": report.thresholds,
         "finder_seconds": round(report.seconds, 1),
@@ -253,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         "--exp",
         required=True,
         action="append",
-        help="the experiment (runs/<exp>/<task>/fold<k>/oof.csv); several (--exp A --exp B) are an ensemble",
+        help="the experiment (runs/<exp>/<task>/fold<k>/oof_flip.csv, or oof.csv); several (--exp A --exp B) are an "
+        "ensemble",
     )
     ap.add_argument("--runs-dir", default="runs")
     ap.add_argument("--data-dir", required=True, type=Path, help="the synthetic set (with truth/noise.csv)")
@@ -298,6 +306,13 @@ def main(argv: list[str] | None = None) -> int:
             report = report or done
     if disputed and not args.no_reviewed:
         modes[f"{noise.ADAPTIVE}-reviewed"] = run_mode(args, noise.ADAPTIVE, args.min_confidence, reviewed=True)[1]
+    without = {}
+    if report.tta != "none":  # the same ranking on the predictions without TTA
+        for pooling in dict.fromkeys(args.pooling):
+            key = noise.ADAPTIVE if pooling == noise.MEAN else f"{noise.ADAPTIVE}-{pooling}"
+            done, part = run_mode(args, noise.ADAPTIVE, args.min_confidence, pooling, tta="none")
+            scores = {k: part["scores"].get(k) for k in TARGET_KINDS}
+            without[key] = {"oof_macro_f1": oof_f1(done.frames), **scores, "thresholds": part["thresholds"]}
     caps = {}
     for cap in [c for c in args.caps if c != args.min_confidence]:
         part = run_mode(args, noise.ADAPTIVE, cap)[1]
@@ -308,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.exp:
         prefix = f"{name}/" if len(args.exp) > 1 else ""
         seconds_per_run |= {prefix + k: v for k, v in train_seconds(exp_dir(args.runs_dir, name)).items()}
-    members = {name: oof_f1(read_oof_frames(exp_dir(args.runs_dir, name))[0]) for name in args.exp}
+    members = {name: oof_f1(read_oof_frames(exp_dir(args.runs_dir, name), report.tta)[0]) for name in args.exp}
     result = {
         "experiment": "+".join(args.exp),
         "experiments": args.exp,
@@ -333,7 +348,9 @@ def main(argv: list[str] | None = None) -> int:
             "top_factor": noise.TOP_FACTOR,
         },
         "target": {"model": args.target, **{kind: TARGETS[args.target] for kind in TARGET_KINDS}},
+        "tta": report.tta,
         "modes": modes,
+        "without_tta": without,
         "adaptive_by_cap": caps,
         "gender_within_age_groups": gender_within_age_groups(report, args),
     }
@@ -361,6 +378,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{k}: flagged {e['flagged']}, found {e['found']}" for k, e in part.items() if k in TARGET_KINDS and e
         )
         print(f"adaptive capped at {cap}: {said}")
+    for key, part in without.items():
+        said = "; ".join(
+            f"{k}: flagged {e['flagged']}, found {e['found']}, top {e['top_n']} {e['recall_top_n']}"
+            for k, e in part.items()
+            if k in TARGET_KINDS and e
+        )
+        print(f"{key} without TTA (oof.csv): {said}")
     within = result["gender_within_age_groups"].get("scores")
     if within:
         print(

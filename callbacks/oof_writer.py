@@ -1,4 +1,5 @@
-"""Writes the out-of-fold predictions of the best checkpoint: one row per validation image."""
+"""Writes the out-of-fold predictions of the best checkpoint: one row per validation image, as it is
+(``oof.csv``) and in the submission's flip TTA (``oof_flip.csv``)."""
 
 from __future__ import annotations
 
@@ -11,23 +12,25 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 
 from core.atomic import atomic_path
 from core.distributed import gather_rows
-from rundir.layout import AGE, OOF_COLUMNS, prob_columns
+from rundir.layout import AGE, OOF, OOF_COLUMNS, OOF_FLIP, prob_columns
 
 
 class OOFWriter(BasePredictionWriter):
-    """On ``trainer.predict`` over the validation loader, write ``oof.csv``: person, image, stem, fold,
+    """On ``trainer.predict`` over the validation loader (the module's ``predict_step``: each image's
+    probabilities as it is and mirrored), write ``oof.csv`` into ``run_dir``: person, image, stem, fold,
     label, the person's raw age (so that the predictions can be scored at the competition's age cuts whatever
     ``data.age_cuts`` the label was made at) and one probability column per class, in the validation frame's
-    row order."""
+    row order; and ``oof_flip.csv``, the same rows with the two views' probabilities averaged, as the
+    submission's flip TTA predicts (what the noise finder ranks on)."""
 
-    def __init__(self, path: Path, frame: pd.DataFrame, label_column: str):
+    def __init__(self, run_dir: Path, frame: pd.DataFrame, label_column: str):
         super().__init__(write_interval="epoch")
-        self.path = Path(path)
+        self.run_dir = Path(run_dir)
         self.frame = frame
         self.label_column = label_column
 
     def write_on_epoch_end(self, trainer, pl_module: pl.LightningModule, predictions, batch_indices) -> None:
-        probs = torch.cat(predictions).float()
+        probs = torch.cat(predictions).float()  # (N, views, C)
         if trainer.world_size > 1:  # each process predicted its own rows (ShardSampler): put them together
             probs = self._gather(probs, batch_indices, pl_module.device)
         if not trainer.is_global_zero:
@@ -38,9 +41,11 @@ class OOFWriter(BasePredictionWriter):
         out = self.frame[OOF_COLUMNS[:-1]].reset_index(drop=True).copy()  # then the label, the age, the probabilities
         out["label"] = self.frame[self.label_column].to_numpy()
         out[AGE] = self.frame[AGE].to_numpy()
-        out[prob_columns(probs.shape[1])] = probs
-        with atomic_path(self.path) as tmp:
-            out.to_csv(tmp, index=False, float_format="%.6f")
+        columns = prob_columns(probs.shape[-1])
+        for name, view in ((OOF_FLIP, probs.mean(1)), (OOF, probs[:, 0])):  # oof.csv last: it says the run predicted
+            out[columns] = view
+            with atomic_path(self.run_dir / name) as tmp:
+                out.to_csv(tmp, index=False, float_format="%.6f")
 
     def _gather(self, probs: torch.Tensor, batch_indices, device: torch.device) -> torch.Tensor:
         """Every process's predictions in the validation frame's row order, by the rows each one predicted (as

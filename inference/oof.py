@@ -1,5 +1,6 @@
-"""The out-of-fold estimate of the submission: each fold's validation images re-predicted by its models in
-the submission's test-time views (or the saved ``oof.csv`` files as they are), scored, written and logged."""
+"""The out-of-fold estimate of the submission: each fold's out-of-fold predictions in the submission's
+test-time views (the ``oof.csv`` or ``oof_flip.csv`` files training wrote, or the validation images
+re-predicted by the fold's models), scored, written and logged."""
 
 from __future__ import annotations
 
@@ -21,16 +22,17 @@ from analysis.scoring import (
     score_frames,
     score_oof,
     task_oof_files,
+    without_tta,
 )
 from callbacks.wandb_run import log_report
 from configs.config import Config
-from core.atomic import write_text_atomic
+from core.atomic import atomic_path, write_text_atomic
 from core.errors import ConfigError, DataError
 from core.tasks import TASK_NAMES, TASKS, age_group
 from datamodules.prepare import PreparedData, prepare
 from inference.models import CHECKPOINT, inference_device, load_model, preprocessing_key
 from inference.predictor import TTA_VIEWS, predict_images
-from rundir.layout import AGE, FULL, KEY, OOF_CONFUSION, OOF_SCORES, prob_columns
+from rundir.layout import AGE, FULL, KEY, OOF_CONFUSION, OOF_FILES, OOF_SCORES, prob_columns
 
 log = logging.getLogger("predict")
 
@@ -51,11 +53,14 @@ def predict_fold(
     data_dir: str | None,
     prepared: dict[str, PreparedData],
     age_cuts: tuple[int, int] | None = None,
+    save: str | None = None,
 ) -> dict[str, np.ndarray]:
     """``task -> probabilities`` over ``rows[task]`` (one fold's OOF rows, from ``sources[task]``), predicted
     anew by the ``best.ckpt`` beside each source and averaged over ``views``. The fold's models share its
     validation images, so each batch is read once (from the training images' cache, at the models' own
-    preprocessing) and fed to all of them. ``prepared`` keeps each data set read, across folds."""
+    preprocessing) and fed to all of them. ``prepared`` keeps each data set read, across folds. With ``save``
+    (a file name), each source is written again beside itself under that name, with every head's new
+    probabilities (as training writes its out-of-fold files)."""
     device = inference_device(cfg)
     ckpts = {task: source.parent / CHECKPOINT for task, source in sources.items()}
     models = {p: load_model(p, device, age_cuts) for p in dict.fromkeys(ckpts.values())}
@@ -81,12 +86,29 @@ def predict_fold(
         probs = predict_images([models[p] for p in paths], table["file"].tolist(), views, cfg, data.train_cache)
         per_model.update({p: np.mean(v, axis=0) for p, v in zip(paths, probs, strict=True)})
     index = pd.MultiIndex.from_frame(keys)
+    if save is not None:
+        for source in dict.fromkeys(sources.values()):
+            _save_again(source, save, per_model[source.parent / CHECKPOINT], index)
     return {
         task: per_model[ckpts[task]][index.get_indexer(pd.MultiIndex.from_frame(r[KEY]))][
             :, models[ckpts[task]].head_slices()[task]
         ]
         for task, r in rows.items()
     }
+
+
+def _save_again(source: Path, name: str, probs: np.ndarray, index: pd.MultiIndex) -> None:
+    """``source`` (an out-of-fold file) written beside itself as ``name``, its probability columns replaced by
+    ``probs`` (every head's; a row per image of ``index``)."""
+    frame = pd.read_csv(source, dtype={"person": str, "image": str, "stem": str})
+    columns = prob_columns(probs.shape[1])
+    rows = index.get_indexer(pd.MultiIndex.from_frame(frame[KEY]))
+    stale = [c for c in frame.columns if c.startswith("prob_") and c not in columns]
+    if (rows < 0).any() or stale or not set(columns) <= set(frame.columns):
+        raise DataError(f"{source}: its rows or probability columns are not those its model predicts: retrain the fold")
+    frame[columns] = probs[rows]
+    with atomic_path(source.parent / name) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6f")
 
 
 def repredict_oof(
@@ -96,11 +118,13 @@ def repredict_oof(
     views: list[bool],
     data_dir: str | None = None,
     age_cuts: tuple[int, int] | None = None,
+    save: str | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Each task's out-of-fold rows of ``folds`` (default: the k-fold runs), their probabilities predicted anew
     by each fold's ``best.ckpt`` in ``views``, averaged, as the submission predicts eval/: so that the OOF
     score estimates the submission's. Labels and ages stay those of the oof.csv files; with ``age_cuts`` (ordinal
-    age heads read at other cuts) the age labels are those of the raw ages at these cuts."""
+    age heads read at other cuts) the age labels are those of the raw ages at these cuts. With ``save`` (a file
+    name: ``oof_flip.csv``), each fold's predictions are also written under it beside its ``oof.csv``."""
     sources = {task: task_oof_files(exp_dir, task, folds) for task in TASK_NAMES}
     by_fold: dict[str, dict[str, Path]] = defaultdict(dict)  # fold folder -> task -> its oof.csv
     for task, (files, _) in sources.items():
@@ -112,7 +136,7 @@ def repredict_oof(
     prepared: dict[str, PreparedData] = {}
     for fold, files in by_fold.items():
         rows = {task: read_oof_file(f, task, sources[task][1]) for task, f in files.items()}
-        probs = predict_fold(cfg, files, rows, views, data_dir, prepared, age_cuts)
+        probs = predict_fold(cfg, files, rows, views, data_dir, prepared, age_cuts, save)
         for task, frame in rows.items():
             frame[prob_columns(TASKS[task].num_classes)] = probs[task]
             if age_cuts is not None and task == "age":
@@ -122,7 +146,8 @@ def repredict_oof(
                     )
                 frame["label"] = age_group(frame[AGE], age_cuts)
             parts[task][files[task]] = frame
-        log.info("re-predicted %s: %s, %d view(s)", fold, ", ".join(files), len(views))
+        saved = f", written to {save} beside each" if save else ""
+        log.info("re-predicted %s: %s, %d view(s)%s", fold, ", ".join(files), len(views), saved)
     return {task: join_oof(p, task) for task, p in parts.items()}
 
 
@@ -157,8 +182,10 @@ def write_oof_report(
 ) -> dict:
     """Score the out-of-fold predictions of ``folds`` (default: the k-fold runs); write oof_scores.json (which
     says the TTA used) and oof_confusion.png, and log them to W&B when it is on. ``tta="none"`` reads the
-    oof.csv files; ``"flip"`` re-predicts each fold's validation images with its best.ckpt in both views (from
-    the data at ``data_dir``, default the checkpoints' data.dir), as the submission predicts eval/.
+    oof.csv files; ``"flip"`` the oof_flip.csv files training wrote beside them (each validation image and its
+    mirror, as the submission predicts eval/). Where a fold has none (trained before training wrote them),
+    each fold's validation images are re-predicted with its best.ckpt in both views (from the data at
+    ``data_dir``, default the checkpoints' data.dir), and its oof_flip.csv is written.
     ``age_cuts``: ordinal age heads re-predicted with their groups at these cuts (scored at them, and at the
     competition's)."""
     if folds and FULL in folds:
@@ -167,10 +194,11 @@ def write_oof_report(
             "leave full out of --folds"
         )
     png = exp_dir / OOF_CONFUSION
-    if tta == "none" and age_cuts is None:
-        report = score_oof(exp_dir, png, folds)
+    if age_cuts is None and (tta == "none" or not without_tta(exp_dir, folds, tta)):
+        report = score_oof(exp_dir, png, folds, tta)  # as training wrote them
     else:
-        frames = repredict_oof(cfg, exp_dir, folds, TTA_VIEWS[tta], data_dir, age_cuts)
+        save = OOF_FILES[tta] if age_cuts is None else None  # for the runs trained before it wrote them
+        frames = repredict_oof(cfg, exp_dir, folds, TTA_VIEWS[tta], data_dir, age_cuts, save)
         report = score_frames(frames, age_cuts or oof_age_cuts(exp_dir, folds), png, str(exp_dir))
     report = {"tta": tta, **report}
     write_text_atomic(exp_dir / OOF_SCORES, json.dumps(report, indent=2))

@@ -166,7 +166,10 @@ class ClassifierModule(pl.LightningModule):
         self.close_validation()
 
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
-        return self.probabilities(batch[0])  # to the host once, by the writer
+        """Each image's :meth:`probabilities` in two views, as it is and mirrored (the flip TTA's): ``(N, 2,
+        C)``, to the host once, by the writer."""
+        images = batch[0]
+        return torch.stack([self.probabilities(images), self.probabilities(images.flip(-1))], 1)
 
     def configure_optimizers(self):
         return configure_optimizers(self.parameters(), self.cfg.optim, self.cfg.trainer.max_epochs)

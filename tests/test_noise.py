@@ -843,6 +843,51 @@ def test_missing_task_and_missing_data_are_said(synthetic, tmp_path, caplog):
     assert "age" not in set(suspects["kind"])
 
 
+def test_the_flip_tta_predictions_are_ranked_where_every_fold_has_them(synthetic, tmp_path, caplog):
+    """auto (the default) ranks each fold's oof_flip.csv (training writes it beside oof.csv) when every fold has
+    one, else oof.csv with a warning naming the command that writes them; --tta none ranks oof.csv;
+    --tta flip without them is a one-line error naming that command."""
+    runs = tmp_path / "runs"
+    plain = simulate_oof(synthetic, seed=0)
+    other = simulate_oof(synthetic, seed=1)  # the same rows (and folds below), other probabilities
+    flip = {
+        t: f.assign(**{c: other[t][c].to_numpy() for c in f.filter(like="prob_").columns}) for t, f in plain.items()
+    }
+    exp = write_experiment(runs, "both", plain, synthetic)
+    for task, f in flip.items():
+        for k, part in f.groupby("fold"):
+            part.to_csv(exp / task / f"fold{k}" / "oof_flip.csv", index=False, float_format="%.6f")
+    write_experiment(runs, "plain", plain, synthetic)
+    write_experiment(runs, "flip", flip, synthetic)
+
+    def ranking(exp_name: str, out: str, *extra: str) -> tuple[pd.DataFrame, str]:
+        rc, said, err = run_main(
+            "--exp", exp_name, "--runs-dir", str(runs), "--quiet", "--out", str(tmp_path / out), *extra
+        )
+        assert rc == 0, err
+        return read_ranking(tmp_path / out / "suspects.csv").drop(columns="reason"), said
+
+    as_plain, said = ranking("plain", "plain")  # no oof_flip.csv at all: oof.csv, and how to make them
+    assert "out-of-fold predictions: oof.csv (no TTA)" in said
+    assert "python predict.py --exp plain --oof --tta flip" in said and "python predict.py --exp plain" in caplog.text
+    as_flip, _ = ranking("flip", "flip")
+    assert not as_plain.equals(as_flip)  # the two files rank differently, so the ranking shows which was read
+    caplog.clear()
+    auto, said = ranking("both", "auto")
+    pd.testing.assert_frame_equal(auto, as_flip)
+    assert "out-of-fold predictions: oof_flip.csv (flip TTA" in said and "predict.py" not in caplog.text
+    assert json.loads((tmp_path / "auto" / noise.TRUTH_SCORES_NAME).read_text())["tta"] == "flip"
+    pd.testing.assert_frame_equal(ranking("both", "none", "--tta", "none")[0], as_plain)
+    # one fold without it (trained before training wrote it): auto falls back to oof.csv for every fold
+    (exp / "gender" / "fold1" / "oof_flip.csv").unlink()
+    fallback, said = ranking("both", "fallback")
+    pd.testing.assert_frame_equal(fallback, as_plain)
+    assert "1 fold(s) lack oof_flip.csv: python predict.py --exp both --oof --tta flip" in said
+    rc, _, err = run_main("--exp", "both", "--runs-dir", str(runs), "--quiet", "--tta", "flip")
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "gender/fold1/oof.csv" in err and "python predict.py --exp both --oof --tta flip" in err
+
+
 # ------------------------------------------------------------------------------------ ensembles
 
 

@@ -205,6 +205,7 @@ def test_oof_with_flip_tta_repredicts_each_folds_validation_images(tiny, caplog)
     exp = tiny / "runs" / "base"
     cfg = cfg_for(tiny)
     files = read_oof(exp)
+    trained = read_oof(exp, tta="flip")  # the oof_flip.csv files training wrote beside them
     plain = inference.oof.repredict_oof(cfg, exp, None, [False])
     flipped = inference.oof.repredict_oof(cfg, exp, None, [True])
     both = inference.oof.repredict_oof(cfg, exp, None, [False, True])
@@ -215,9 +216,29 @@ def test_oof_with_flip_tta_repredicts_each_folds_validation_images(tiny, caplog)
         mean = (plain[task][columns].to_numpy() + flipped[task][columns].to_numpy()) / 2
         assert np.allclose(both[task][columns].to_numpy(), mean, atol=1e-6)
         assert not np.allclose(plain[task][columns].to_numpy(), flipped[task][columns].to_numpy())
-    assert predict.main(argv(tiny, "base", "--oof", "--tta", "flip")) == 0
+        # training's flip-view file holds what the submission's flip TTA predicts for these images
+        assert trained[task][["person", "stem", "label"]].equals(files[task][["person", "stem", "label"]])
+        assert np.abs(trained[task][columns].to_numpy() - both[task][columns].to_numpy()).max() <= 1e-6
+    with caplog.at_level(logging.INFO, logger="predict"):
+        assert predict.main(argv(tiny, "base", "--oof", "--tta", "flip")) == 0
+    assert "re-predicted" not in caplog.text  # read from the files training wrote
     report = json.loads((exp / "oof_scores.json").read_text())
     assert report["tta"] == "flip" and report["images"] == 12 * 7
+    # runs trained before training wrote them: re-predicted with each fold's best.ckpt, and written
+    old = copy_exp(tiny, "base", "before-flip")
+    for made in old.glob("*/fold*/oof_flip.csv"):
+        made.unlink()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="predict"):
+        assert predict.main(argv(tiny, old.name, "--oof", "--tta", "flip")) == 0
+    assert "re-predicted" in caplog.text
+    assert sorted(p.relative_to(old) for p in old.glob("*/fold*/oof_flip.csv")) == sorted(
+        p.relative_to(exp) for p in exp.glob("*/fold[0-9]/oof_flip.csv")
+    )
+    written = read_oof(old, tta="flip")
+    for task in ("mask", "gender", "age"):
+        pd.testing.assert_frame_equal(written[task], trained[task], atol=2e-6)
+    assert json.loads((old / "oof_scores.json").read_text())["f1"] == pytest.approx(report["f1"])
     assert predict.main(argv(tiny, "base", "--oof")) == 0
     assert json.loads((exp / "oof_scores.json").read_text())["tta"] == "none"  # --oof's default: the files
     with caplog.at_level(logging.INFO, logger="predict"):
@@ -261,6 +282,8 @@ def test_a_bad_checkpoint_is_named_in_one_line(tiny, capsys, spoil):
     ckpt = exp / "age" / "fold1" / "best.ckpt"
     spoil(ckpt)
     for extra in ([], ["--oof", "--tta", "flip"]):
+        for made in exp.glob("*/fold*/oof_flip.csv") if extra else []:
+            made.unlink()  # as for runs trained before training wrote them: re-predicted with each best.ckpt
         assert predict.main(argv(tiny, exp.name, *extra)) == 2
         error = one_error(capsys)
         assert str(ckpt) in error and "--folds" in error and f"--fold 1 --exp {exp.name} --overwrite" in error

@@ -2,10 +2,15 @@
 
     python -m analysis.noise --exp NAME [--exp NAME2 ...] [--runs-dir runs] [--data-dir DIR] [--top N]
         [--out DIR] [--thresholds {adaptive,fixed}] [--min-confidence C] [--pooling {mean,learnt}]
-        [--reviewed FILE ...] [--wandb MODE]
+        [--reviewed FILE ...] [--tta {auto,flip,none}] [--wandb MODE]
 
-Reads ``runs/<exp>/<task>/fold<k>/oof.csv`` of the mask, gender and age models (any subset; the missing
-ones are named) and writes into ``runs/<exp>/noise/`` (or ``--out``):
+Reads the out-of-fold predictions of the mask, gender and age models (any subset; the missing ones are
+named): ``runs/<exp>/<task>/fold<k>/oof_flip.csv``, which training writes beside ``oof.csv``, each photo
+predicted as it is and mirrored, the two averaged (the submission's flip TTA: its probabilities are less
+swayed by one view, and the ranking finds more label errors among fewer flags: see the README's
+measurements). ``--tta none`` reads ``oof.csv``; the default, ``auto``, reads it when some fold has no
+``oof_flip.csv`` (runs trained before training wrote it), with a warning naming the command that writes them
+(``python predict.py --exp NAME --oof --tta flip``). It writes into ``runs/<exp>/noise/`` (or ``--out``):
 
 - ``suspects.csv``: the ranking, every unit of every kind (person, image, kind, task, given, suggested,
   confidence, threshold, score, flag, reviewed, reason), the strongest contradiction first: a reviewer can
@@ -89,7 +94,7 @@ from analysis.noise.outliers import outlier_suspects, photo_scores
 from analysis.noise.outputs import DRAFT_NAME, SHEET_NAME, SUSPECTS_NAME, check_draft, draft_corrections, log_wandb
 from analysis.noise.pooling import LEARNT, MEAN, POOLINGS, kind_features, pool
 from analysis.noise.ranking import find_suspects
-from analysis.noise.reading import read_ensemble, read_oof_frames
+from analysis.noise.reading import AUTO, TTA_CHOICES, choose_tta, read_ensemble, read_oof_frames
 from analysis.noise.rules import age_suspects, gender_suspects, mask_swap_suspects, person_posteriors, swap_pairs
 from analysis.noise.suspects import (
     ADAPTIVE,
@@ -107,6 +112,7 @@ from analysis.noise.truth import TOP_FACTOR, TRUTH_SCORES_NAME, read_disputed, r
 __all__ = [
     "ADAPTIVE",
     "AGE_MARGIN_YEARS",
+    "AUTO",
     "DRAFT_NAME",
     "FIXED",
     "LEARNT",
@@ -120,8 +126,10 @@ __all__ = [
     "THRESHOLD_MODES",
     "TOP_FACTOR",
     "TRUTH_SCORES_NAME",
+    "TTA_CHOICES",
     "age_suspects",
     "check_draft",
+    "choose_tta",
     "class_thresholds",
     "draft_corrections",
     "experiment_names",

@@ -11,9 +11,11 @@ from collections.abc import Sequence
 from analysis.noise.finder import NoiseReport, run_finder
 from analysis.noise.outputs import COMMAND
 from analysis.noise.pooling import MEAN, POOLINGS
+from analysis.noise.reading import AUTO, TTA_CHOICES, write_flip_command
 from analysis.noise.suspects import ADAPTIVE, KINDS, MIN_CONFIDENCE, THRESHOLD_MODES
 from analysis.noise.truth import TRUTH_DIR
 from core.errors import run_cli
+from rundir.layout import OOF, OOF_FLIP
 
 
 def _thresholds_text(thresholds: dict) -> str:
@@ -29,6 +31,12 @@ def summarize(report: NoiseReport) -> str:
     if len(report.experiments) > 1:
         lines.insert(0, f"ensemble of {len(report.experiments)} experiments: {', '.join(report.experiments)}")
     lines.append(f"thresholds ({report.mode}): {_thresholds_text(report.thresholds)}")
+    read = f"{OOF_FLIP} (flip TTA: each photo and its mirror, averaged)" if report.tta == "flip" else f"{OOF} (no TTA)"
+    if report.lacking:
+        read += (
+            f"; {sum(map(len, report.lacking.values()))} fold(s) lack {OOF_FLIP}: {write_flip_command(report.lacking)}"
+        )
+    lines.append(f"out-of-fold predictions: {read}")
     if report.pooling:
         lines.append("photos pooled per person: " + ", ".join(f"{t} {how}" for t, how in report.pooling.items()))
     if report.reviewed.files:
@@ -70,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--exp",
         required=True,
         action="append",
-        help="experiment name: reads runs/<exp>/<task>/fold<k>/oof.csv. Several (--exp A --exp B, or --exp A,B: "
-        "seeds, backbones or recipes on the same data) are an ensemble: each photo's probabilities are averaged",
+        help="experiment name: reads runs/<exp>/<task>/fold<k>/oof_flip.csv (see --tta). Several (--exp A --exp B, "
+        "or --exp A,B: seeds, backbones or recipes on the same data) are an ensemble: each photo's probabilities "
+        "are averaged",
     )
     p.add_argument("--runs-dir", default="runs", help="where the experiments are (default: runs)")
     p.add_argument("--data-dir", help="the data (default: the experiment's saved data.dir)")
@@ -109,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
         "looked at and kept as labelled: ranked last, never flagged (repeatable; the experiment's own "
         "data.relabel files are read too)",
     )
+    p.add_argument(
+        "--tta",
+        choices=TTA_CHOICES,
+        default=AUTO,
+        help="the out-of-fold predictions ranked: flip (oof_flip.csv, which training writes: each photo and its "
+        "mirror, averaged, as the submission predicts), none (oof.csv), or auto (default: flip when every fold "
+        "has them, else none)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks for data errors")
     return p
@@ -133,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             mode=args.thresholds,
             pooling=args.pooling,
             reviewed=args.reviewed,
+            tta=args.tta,
         )
         print(summarize(report), flush=True)
 

@@ -23,7 +23,18 @@ from analysis.noise.outputs import (
 )
 from analysis.noise.pooling import MEAN, POOLINGS
 from analysis.noise.ranking import find_suspects
-from analysis.noise.reading import DataInfo, Reviewed, load_data_info, read_ensemble, read_reviewed_units, saved_config
+from analysis.noise.reading import (
+    AUTO,
+    TTA_CHOICES,
+    DataInfo,
+    Reviewed,
+    choose_tta,
+    load_data_info,
+    read_ensemble,
+    read_reviewed_units,
+    saved_config,
+    write_flip_command,
+)
 from analysis.noise.suspects import ADAPTIVE, KINDS, MIN_CONFIDENCE, THRESHOLD_MODES
 from analysis.noise.truth import PLANTED, TRUTH_DIR, TRUTH_SCORES_NAME, read_disputed, read_truth, score_suspects
 from callbacks.wandb_run import resolve_mode
@@ -56,6 +67,8 @@ class NoiseReport:
     experiments: list[str] = field(default_factory=list)  # the experiments averaged (the first's config and data)
     reviewed: Reviewed = field(default_factory=Reviewed)  # the units kept as labelled, never flagged
     held_back: dict[str, int] = field(default_factory=dict)  # kind -> reviewed units the rules would have flagged
+    tta: str = "none"  # the out-of-fold predictions ranked: flip (oof_flip.csv) or none (oof.csv)
+    lacking: dict[str, list[Path]] = field(default_factory=dict)  # exp -> its oof.csv files without oof_flip.csv
 
     @property
     def flagged(self) -> pd.DataFrame:
@@ -94,6 +107,7 @@ def run_finder(
     mode: str = ADAPTIVE,
     pooling: str = MEAN,
     reviewed: Sequence[str] = (),
+    tta: str = AUTO,
 ) -> NoiseReport:
     """Rank every unit of experiment ``exp`` and write suspects.csv, the contact sheet of the top ``top``
     and the draft of the flagged. Several experiments (a list, or ``"A,B"``) are an ensemble: each photo's
@@ -102,15 +116,28 @@ def run_finder(
     the out-of-fold probabilities) or ``fixed`` (``min_confidence`` for every rule); ``pooling``: ``mean``
     or ``learnt``, how a person's photos are pooled (:mod:`analysis.noise.pooling`). The units under
     ``reviewed:`` in the experiment's corrections files and in the files ``reviewed`` (looked at and kept as
-    labelled) are ranked last and never flagged."""
+    labelled) are ranked last and never flagged. ``tta``: the out-of-fold predictions ranked, ``flip`` (the
+    ``oof_flip.csv`` files: each photo and its mirror, averaged), ``none`` (``oof.csv``) or ``auto`` (flip when
+    every fold has them, else none, with a warning naming the command that writes them)."""
     if mode not in THRESHOLD_MODES:
         raise ConfigError(f"thresholds {mode!r}: expected one of {', '.join(THRESHOLD_MODES)}")
     if pooling not in POOLINGS:
         raise ConfigError(f"pooling {pooling!r}: expected one of {', '.join(POOLINGS)}")
+    if tta not in TTA_CHOICES:
+        raise ConfigError(f"tta {tta!r}: expected one of {', '.join(TTA_CHOICES)}")
     start = time.perf_counter()
     names = experiment_names(exp)
     experiment = exp_dir(runs_dir, names[0])
-    ensemble = read_ensemble([exp_dir(runs_dir, n) for n in names])
+    dirs = [exp_dir(runs_dir, n) for n in names]
+    tta, lacking = choose_tta(dirs, tta)
+    if lacking:
+        log.warning(
+            "%d fold(s) have no out-of-fold predictions in flip TTA (runs trained before training wrote them), so "
+            "the ranking reads those without TTA; the flip TTA's rank label errors better: %s writes them",
+            sum(map(len, lacking.values())),
+            write_flip_command(lacking),
+        )
+    ensemble = read_ensemble(dirs, tta)
     frames, missing, cuts = ensemble.frames, ensemble.missing, ensemble.age_cuts
     if missing:
         log.warning("no out-of-fold predictions for %s: those checks are skipped", ", ".join(missing))
@@ -148,7 +175,7 @@ def run_finder(
     truth_file = None
     if scores is not None:
         truth_file = out_dir / TRUTH_SCORES_NAME
-        rule = {"thresholds": mode, "min_confidence": min_confidence, "used": thresholds, "pooling": pooled}
+        rule = {"thresholds": mode, "min_confidence": min_confidence, "used": thresholds, "pooling": pooled, "tta": tta}
         rule["reviewed"] = reviewed_said
         write_text_atomic(truth_file, json.dumps({**rule, "scores": scores}, indent=2) + "\n")
 
@@ -159,7 +186,7 @@ def run_finder(
     if wandb_run_mode != "disabled":
         counts = suspects.loc[suspects["flag"], "kind"].value_counts().reindex(KINDS, fill_value=0).to_dict()
         summary = {"exp": names[0], "ensemble": names, "thresholds": mode, "min_confidence": min_confidence}
-        summary["pooling"] = pooled
+        summary["pooling"], summary["tta"] = pooled, tta
         summary["reviewed"] = reviewed_said
         summary |= {"missing_tasks": missing, "counts": counts, "thresholds_used": thresholds}
         log_wandb(cfg, wandb_run_mode, suspects.head(top), data.files, sheet, summary, progress)
@@ -183,4 +210,6 @@ def run_finder(
         names,
         review,
         held_back,
+        tta,
+        lacking,
     )

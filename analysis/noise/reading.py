@@ -12,25 +12,54 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from analysis.scoring import oof_age_cuts, read_task_oof
+from analysis.scoring import oof_age_cuts, read_task_oof, without_tta
 from core.errors import DataError
 from core.tasks import COMPETITION_AGE_CUTS, MULTIHEAD, TASK_NAMES, TASKS
 from datamodules.layout import read_train
 from datamodules.relabel import apply_relabels, read_reviewed
-from rundir.layout import CONFIG, FULL, HOLDOUT, KEY, fold_dirs, prob_columns
+from rundir.layout import CONFIG, FULL, HOLDOUT, KEY, OOF, OOF_FILES, OOF_FLIP, fold_dirs, prob_columns
 
 log = logging.getLogger("noise")
 
+AUTO = "auto"  # the flip TTA's out-of-fold predictions where every fold has them, else those without TTA
+TTA_CHOICES = (AUTO, *OOF_FILES)  # the out-of-fold predictions the finder can rank: auto, none, flip
 
-def read_oof_frames(exp_dir: Path) -> tuple[dict[str, pd.DataFrame], list[str]]:
+
+def choose_tta(exp_dirs: Sequence[Path], tta: str) -> tuple[str, dict[str, list[Path]]]:
+    """The out-of-fold predictions to read (``none``: ``oof.csv``; ``flip``: ``oof_flip.csv``, the submission's
+    flip TTA, which training writes beside it) for ``tta`` (``auto``: flip when every fold of every experiment
+    has them, else none), and by experiment its ``oof.csv`` files without ``oof_flip.csv`` beside them. ``flip``
+    where some have none: a DataError naming the command that writes them."""
+    lacking: dict[str, list[Path]] = {}
+    if tta != "none":
+        found = {Path(d).name: without_tta(Path(d)) for d in exp_dirs if Path(d).is_dir()}
+        lacking = {name: files for name, files in found.items() if files}
+    if tta == "flip" and lacking:
+        first = next(iter(lacking.values()))[0]
+        raise DataError(
+            f"--tta flip: {sum(map(len, lacking.values()))} fold(s) have no {OOF_FLIP} beside their {OOF} (e.g. "
+            f"{first}; runs trained before training wrote it): {write_flip_command(lacking)} writes them; or rank "
+            f"on {OOF} with --tta none"
+        )
+    if tta == "auto":
+        tta = "none" if lacking else "flip"
+    return tta, lacking
+
+
+def write_flip_command(experiments: Sequence[str]) -> str:
+    """The command that writes the ``oof_flip.csv`` files of ``experiments`` from their checkpoints."""
+    return " and ".join(f"python predict.py --exp {name} --oof --tta flip" for name in experiments)
+
+
+def read_oof_frames(exp_dir: Path, tta: str = "none") -> tuple[dict[str, pd.DataFrame], list[str]]:
     """Each task's out-of-fold predictions (one row per person and photo; a photo predicted by several
-    folds gets their mean), and the tasks that have none."""
+    folds gets their mean), in ``tta`` (see :func:`choose_tta`), and the tasks that have none."""
     exp_dir = Path(exp_dir)
     if not exp_dir.is_dir():
         raise DataError(f"experiment {exp_dir.name!r} does not exist: no folder {exp_dir} (check --exp and --runs-dir)")
     frames, missing = {}, []
     for task in TASK_NAMES:
-        df = read_task_oof(exp_dir, task)  # its own model's files, else a multihead model's
+        df = read_task_oof(exp_dir, task, tta=tta)  # its own model's files, else a multihead model's
         if df is None:
             missing.append(task)
             continue
@@ -40,8 +69,8 @@ def read_oof_frames(exp_dir: Path) -> tuple[dict[str, pd.DataFrame], list[str]]:
         frames[task] = df.groupby(KEY, as_index=False, sort=True).agg(agg)
     if not frames:
         raise DataError(
-            f"no out-of-fold predictions under {exp_dir}: expected <task>/fold<k>/oof.csv for mask, gender or age "
-            "(train.py writes them for every validated fold)"
+            f"no out-of-fold predictions under {exp_dir}: expected <task>/fold<k>/{OOF_FILES[tta]} for mask, gender or "
+            "age (train.py writes them for every validated fold)"
         )
     return frames, missing
 
@@ -77,13 +106,14 @@ class Ensemble:
     age_cuts: tuple[int, int]  # those of the experiments that predict age (the competition's when none does)
 
 
-def read_ensemble(exp_dirs: list[Path]) -> Ensemble:
+def read_ensemble(exp_dirs: list[Path], tta: str = "none") -> Ensemble:
     """Several experiments' out-of-fold predictions, each photo's probabilities averaged over the experiments
     that predicted its task (seeds, backbones or recipes of one data set: an ensemble reads the photos more
     surely than any of its members). The experiments must hold the same photos, labels and age cuts (else a
     DataError naming what differs); their folds may differ, every prediction being out-of-fold for its own
-    model. One experiment reads as :func:`read_oof_frames`."""
-    read = {Path(d).name: read_oof_frames(Path(d))[0] for d in exp_dirs}  # distinct experiments
+    model. One experiment reads as :func:`read_oof_frames`; ``tta``: which out-of-fold files (see
+    :func:`choose_tta`)."""
+    read = {Path(d).name: read_oof_frames(Path(d), tta)[0] for d in exp_dirs}  # distinct experiments
     cuts = {name: oof_age_cuts(Path(d)) for name, d in zip(read, exp_dirs, strict=True) if "age" in read[name]}
     if len(set(cuts.values())) > 1:
         listing = ", ".join(f"{list(c)} in {name}" for name, c in cuts.items())
