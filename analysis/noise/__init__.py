@@ -6,8 +6,8 @@
 
 Reads the out-of-fold predictions of the mask, gender and age models (any subset; the missing ones are
 named): ``runs/<exp>/<task>/fold<k>/oof_flip.csv``, which training writes beside ``oof.csv``, each photo
-predicted as it is and mirrored, the two averaged (the submission's flip TTA: its probabilities are less
-swayed by one view, and the ranking finds more label errors among fewer flags: see the README's
+predicted as it is and mirrored, the two averaged (the submission's flip TTA: with most models the ranking
+then flags fewer correctly labelled people, for as many label errors or more: see the README's
 measurements). ``--tta none`` reads ``oof.csv``; the default, ``auto``, reads it when some fold has no
 ``oof_flip.csv`` (runs trained before training wrote it), with a warning naming the command that writes them
 (``python predict.py --exp NAME --oof --tta flip``). It writes into ``runs/<exp>/noise/`` (or ``--out``):

@@ -133,7 +133,8 @@ def run_finder(
     if lacking:
         log.warning(
             "%d fold(s) have no out-of-fold predictions in flip TTA (runs trained before training wrote them), so "
-            "the ranking reads those without TTA; the flip TTA's rank label errors better: %s writes them",
+            "the ranking reads those without TTA; the flip TTA's predictions rank label errors better: %s writes "
+            "them",
             sum(map(len, lacking.values())),
             write_flip_command(lacking),
         )

@@ -41,7 +41,7 @@ def choose_tta(exp_dirs: Sequence[Path], tta: str) -> tuple[str, dict[str, list[
             f"{first}; runs trained before training wrote it): {write_flip_command(lacking)} writes them; or rank "
             f"on {OOF} with --tta none"
         )
-    if tta == "auto":
+    if tta == AUTO:
         tta = "none" if lacking else "flip"
     return tta, lacking
 
