@@ -45,7 +45,8 @@ def class_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     }
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def read_oof_csv(path: Path) -> pd.DataFrame:
+    """An out-of-fold file as it is (person, image and stem as text); a DataError naming it when it is no CSV."""
     try:
         return pd.read_csv(path, dtype={"person": str, "image": str, "stem": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
@@ -77,7 +78,7 @@ def _checked(df: pd.DataFrame, task: str, path: Path) -> pd.DataFrame:
 
 def _multihead_rows(path: Path, task: str) -> pd.DataFrame:
     """``task``'s rows of a multihead ``oof.csv`` (18-class label, every head's probabilities side by side)."""
-    frame = _read_csv(path)
+    frame = read_oof_csv(path)
     needed = [*OOF_COLUMNS, *(f"prob_{c}" for c in HEAD_COLUMNS[task])]
     missing = [c for c in needed if c not in frame.columns]
     if missing:
@@ -110,7 +111,7 @@ def without_tta(exp_dir: Path, folds: list[str] | None = None, tta: str = "flip"
 
 def read_oof_file(path: Path, task: str, multihead: bool) -> pd.DataFrame:
     """``task``'s rows of one ``oof.csv`` (person, image, stem, fold, label, [age,] prob_k), checked."""
-    frame = _multihead_rows(path, task) if multihead else _read_csv(path)
+    frame = _multihead_rows(path, task) if multihead else read_oof_csv(path)
     return _checked(frame, task, path)
 
 

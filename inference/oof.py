@@ -18,6 +18,7 @@ from analysis.scoring import (
     join_oof,
     no_oof_error,
     oof_age_cuts,
+    read_oof_csv,
     read_oof_file,
     score_frames,
     score_oof,
@@ -100,7 +101,7 @@ def predict_fold(
 def _save_again(source: Path, name: str, probs: np.ndarray, index: pd.MultiIndex) -> None:
     """``source`` (an out-of-fold file) written beside itself as ``name``, its probability columns replaced by
     ``probs`` (every head's; a row per image of ``index``)."""
-    frame = pd.read_csv(source, dtype={"person": str, "image": str, "stem": str})
+    frame = read_oof_csv(source)
     columns = prob_columns(probs.shape[1])
     rows = index.get_indexer(pd.MultiIndex.from_frame(frame[KEY]))
     stale = [c for c in frame.columns if c.startswith("prob_") and c not in columns]

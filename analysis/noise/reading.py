@@ -5,7 +5,7 @@ experiment's corrections)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +46,7 @@ def choose_tta(exp_dirs: Sequence[Path], tta: str) -> tuple[str, dict[str, list[
     return tta, lacking
 
 
-def write_flip_command(experiments: Sequence[str]) -> str:
+def write_flip_command(experiments: Iterable[str]) -> str:
     """The command that writes the ``oof_flip.csv`` files of ``experiments`` from their checkpoints."""
     return " and ".join(f"python predict.py --exp {name} --oof --tta flip" for name in experiments)
 
