@@ -45,7 +45,10 @@ The experiments: the default synthetic set's 2,700 people and planted noise, dra
   ``options-base-s1``, each alone and as a pair);
 - weak: the same for 1 epoch (``noise-finder-cpu.yaml``; ``noise-weak`` at seed 42, ``noise-weak-s1`` ...);
   weak-sep: the same recipe as separate mask and gender models (``--task mask``, ``--task gender``,
-  experiment ``noise-weak-sep``), the seed recipe's shape;
+  experiment ``noise-weak-sep``), the seed recipe's shape; weak-strongmask: that 1-epoch gender model beside a
+  mask model trained as the strong one (``--task mask`` with ``noise-finder-strong-cpu.yaml``, experiment
+  ``noise-weak-strongmask``): a weak gender reading with mask read at F1 0.99, as the issue's example model
+  read it (the results record each task's settings, ``model.settings_per_task``);
 - weak16: 16x16 crops, 4 epochs (``noise-finder-weak16-cpu.yaml``; ``noise-weak16``, ``noise-weak16-s1``).
 
 Each model once, and its seeds as an ensemble (several ``--exp``), e.g.::
@@ -73,11 +76,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 from sklearn.metrics import f1_score
 
 from analysis import noise
 from analysis.noise.finder import NoiseReport
 from analysis.noise.reading import read_oof_frames
+from analysis.scoring import task_oof_files
 from core.tasks import COMPETITION_AGE_CUTS, TASKS, age_group
 from rundir.layout import CONFIG, DONE, exp_dir, fold_name, noise_dir, prob_columns, run_dirs, run_place
 
@@ -106,6 +111,30 @@ def train_seconds(experiment: Path) -> dict[str, float]:
         if seconds is not None:
             place = run_place(done)
             out[f"{place.task}/{fold_name(place.fold)}"] = round(float(seconds), 1)
+    return out
+
+
+def model_settings(config: dict) -> dict:
+    """The settings that make a model weak or strong, from a run's saved config."""
+    augment = config.get("augment") or {}
+    return {
+        "backbone": (config.get("model") or {}).get("backbone"),
+        "max_epochs": (config.get("trainer") or {}).get("max_epochs"),
+        "resize": [augment.get("resize_width"), augment.get("resize_height")],
+        "crop": augment.get("crop"),
+    }
+
+
+def task_settings(experiment: Path, tasks: list[str], tta: str) -> dict[str, dict]:
+    """Each task's model settings (:func:`model_settings`), from the config.yaml beside the first of the files
+    its out-of-fold predictions come from (its own model's, else a multihead model's): an experiment may hold
+    separate models trained differently, e.g. a weak gender model beside a strong mask model."""
+    out = {}
+    for task in tasks:
+        files, _ = task_oof_files(experiment, task, tta=tta)
+        config = files[0].parent / CONFIG if files else None
+        if config is not None and config.is_file():
+            out[task] = model_settings(yaml.safe_load(config.read_text()) or {})
     return out
 
 
@@ -317,8 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     for cap in [c for c in args.caps if c != args.min_confidence]:
         part = run_mode(args, noise.ADAPTIVE, cap)[1]
         caps[f"{cap:g}"] = {k: part["scores"].get(k) for k in TARGET_KINDS} | {"thresholds": part["thresholds"]}
-    config = report.config
-    augment = config.get("augment") or {}
+    settings = task_settings(exp_dir(args.runs_dir, args.exp[0]), list(report.frames), report.tta)
+    shared = {json.dumps(v, sort_keys=True): v for v in settings.values()}  # one entry: every task's model alike
     seconds_per_run = {}
     for name in args.exp:
         prefix = f"{name}/" if len(args.exp) > 1 else ""
@@ -332,10 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         "device": args.device,
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores",
         "model": {
-            "backbone": (config.get("model") or {}).get("backbone"),
-            "max_epochs": (config.get("trainer") or {}).get("max_epochs"),
-            "resize": [augment.get("resize_width"), augment.get("resize_height")],
-            "crop": augment.get("crop"),
+            **(next(iter(shared.values())) if len(shared) == 1 else {}),  # where every task's model has them
+            "settings_per_task": settings,  # each task's model's, from the config.yaml beside its predictions
             "oof_macro_f1": oof_f1(report.frames),  # an ensemble's: of the averaged probabilities
             "oof_macro_f1_per_experiment": members,
             "train_seconds": round(sum(seconds_per_run.values()), 1) if seconds_per_run else None,
