@@ -47,8 +47,8 @@ The experiments: the default synthetic set's 2,700 people and planted noise, dra
   weak-sep: the same recipe as separate mask and gender models (``--task mask``, ``--task gender``,
   experiment ``noise-weak-sep``), the seed recipe's shape; weak-strongmask: that 1-epoch gender model beside a
   mask model trained as the strong one (``--task mask`` with ``noise-finder-strong-cpu.yaml``, experiment
-  ``noise-weak-strongmask``): a weak gender reading with mask read at F1 0.99, as the issue's example model
-  read it (the results record each task's settings, ``model.settings_per_task``);
+  ``noise-weak-strongmask``): a weak gender reading beside mask read at F1 0.99, the swap ranking apart from
+  the weak recipes' mask reading (the results record each task's settings, ``model.settings_per_task``);
 - weak16: 16x16 crops, 4 epochs (``noise-finder-weak16-cpu.yaml``; ``noise-weak16``, ``noise-weak16-s1``).
 
 Each model once, and its seeds as an ensemble (several ``--exp``), e.g.::
