@@ -8,6 +8,7 @@ heads into the 18 classes, and write the submission; or score the out-of-fold pr
     python predict.py --exp default --oof --calibrate     # fit and score the offsets only (no submission)
     python predict.py --exp default --group-people        # gender and age averaged over each person's photos
     python predict.py --exp default --oof --age-cuts 30,58  # an ordinal age head's groups read at other cuts
+    python predict.py --exp default --neighbours          # each fold's oof_neighbours.csv, for the noise finder
 
 By default only the k-fold models (``fold0`` .. ``fold<k-1>``) are used; the ``full`` and ``holdout`` runs
 overlap them, so they are used only when named with ``--folds``.
@@ -25,6 +26,10 @@ models' backbone features, read in the same pass as the probabilities), writes e
 ``group`` column of <stem>_probs.csv, and averages each group's gender and age probabilities before the argmax
 (the mask stays per photo). With a truth file it reports the groups' purity and the scores with and without.
 With both options, the offsets shift the group-averaged probabilities.
+
+``--neighbours [K]`` writes no submission: beside each fold's oof.csv it writes oof_neighbours.csv, each
+out-of-fold image's labels as voted by its K (default 20) nearest training images in that fold's model's feature
+space, which ``python -m analysis.noise --neighbours`` ranks gender and age on (see inference/neighbours.py).
 """
 
 from __future__ import annotations
@@ -38,10 +43,11 @@ from configs.config import load_config
 from core.errors import ConfigError, DataError, run_cli
 from core.tasks import AGE_RANGE
 from inference.calibration import write_calibration
+from inference.neighbours import NEIGHBOURS_K, write_neighbours
 from inference.oof import write_oof_report
 from inference.predictor import TTA_VIEWS
 from inference.submission import write_submission
-from rundir.layout import NAMED_FOLDS, exp_dir
+from rundir.layout import NAMED_FOLDS, OOF_NEIGHBOURS, exp_dir
 
 RERUN = "run the same command again"  # predict.py has no --resume: it writes its results at the end
 
@@ -94,6 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="group the eval images into people of about 7 photos by appearance (backbone features) and average "
         "each group's gender and age probabilities before the argmax (the group is written to <stem>_probs.csv)",
+    )
+    p.add_argument(
+        "--neighbours",
+        nargs="?",
+        type=int,
+        const=NEIGHBOURS_K,
+        metavar="K",
+        help="write no submission: beside each fold's oof.csv, write oof_neighbours.csv, each out-of-fold image's "
+        f"labels voted by its K (default {NEIGHBOURS_K}) nearest training images in the fold model's feature space "
+        "(for the noise finder's --neighbours)",
     )
     p.add_argument("--batch-size", type=int, help="images per batch, at least 1 (default: loader.batch_size)")
     p.add_argument(
@@ -159,6 +175,14 @@ def run(args: argparse.Namespace) -> dict:
         raise ConfigError(
             "--calibrate fits its offsets on the oof.csv files, made at the models' own age cuts: leave out --age-cuts"
         )
+    if args.neighbours is not None:
+        others = [flag for flag, on in (("--oof", args.oof), ("--calibrate", args.calibrate)) if on]
+        others += [flag for flag, on in (("--group-people", args.group_people), ("--age-cuts", age_cuts)) if on]
+        if others:
+            raise ConfigError(f"--neighbours writes the neighbours' votes only: leave out {', '.join(others)}")
+        written = write_neighbours(cfg, where, folds, args.neighbours, args.data_dir)
+        print(f"wrote {len(written)} {OOF_NEIGHBOURS} file(s), e.g. {written[0]}", flush=True)
+        return {"neighbours": [str(p) for p in written]}
     if args.oof:
         if args.group_people:
             raise ConfigError(

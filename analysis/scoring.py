@@ -24,7 +24,17 @@ from core.tasks import (
     split_class18,
 )
 from lightning_modules.ensemble import combine_heads
-from rundir.layout import AGE, CONFIG, HEAD_COLUMNS, KEY, OOF_COLUMNS, OOF_FILES, prob_columns, task_run_files
+from rundir.layout import (
+    AGE,
+    CONFIG,
+    HEAD_COLUMNS,
+    KEY,
+    OOF_COLUMNS,
+    OOF_FILES,
+    OOF_READINGS,
+    prob_columns,
+    task_run_files,
+)
 
 RERUN_FOR_AGE = (
     "their oof.csv files predate the raw age column: retrain those folds (python train.py ... --overwrite) to "
@@ -97,9 +107,10 @@ def _multihead_rows(path: Path, task: str) -> pd.DataFrame:
 def task_oof_files(
     exp_dir: Path, task: str, folds: list[str] | None = None, tta: str = "none"
 ) -> tuple[list[Path], bool]:
-    """The ``oof.csv`` files (``oof_flip.csv`` with ``tta="flip"``) that hold ``task``'s out-of-fold predictions
-    for ``folds`` (see ``rundir.layout.fold_dirs``): its own model's, else a multihead model's (then True)."""
-    return task_run_files(exp_dir, task, OOF_FILES[tta], folds)
+    """The ``oof.csv`` files (``oof_flip.csv`` with ``tta="flip"``; ``oof_neighbours.csv``, the nearest training
+    images' votes, with ``"neighbours"``) that hold ``task``'s out-of-fold predictions for ``folds`` (see
+    ``rundir.layout.fold_dirs``): its own model's, else a multihead model's (then True)."""
+    return task_run_files(exp_dir, task, OOF_READINGS[tta], folds)
 
 
 def without_tta(exp_dir: Path, folds: list[str] | None = None, tta: str = "flip") -> list[Path]:

@@ -23,6 +23,10 @@ more adaptive (mean pooling) with the set's disputed people (``truth/disputed.cs
 - the finder ranks the flip-TTA out-of-fold predictions (``oof_flip.csv``, its default where every fold has
   them: ``tta`` in the results); ``without_tta``: the adaptive modes (both poolings) again on ``oof.csv``,
   the predictions without TTA, for the gender and swap scores;
+- ``neighbours``: each experiment's ``oof_neighbours.csv`` written from its checkpoints (``--neighbours K``,
+  default 20: each out-of-fold photo's K nearest training photos in its fold model's feature space vote on its
+  labels; the seconds it took on this machine), and the adaptive mode (mean pooling), and again with the
+  disputed people reviewed, with gender and age ranked on those votes (the finder's ``--neighbours``);
 - the thresholds each mode used (by kind or task, and class), the finder's seconds (reading and ranking;
   and with its outputs), whether the targets are met (``--target``: gender flips and mask swaps, recall
   >= 0.9 at precision >= 0.8 for a strong model, >= 0.8 at >= 0.5 for a weak one);
@@ -83,7 +87,9 @@ from analysis import noise
 from analysis.noise.finder import NoiseReport
 from analysis.noise.reading import read_oof_frames
 from analysis.scoring import task_oof_files
+from configs.config import load_config
 from core.tasks import COMPETITION_AGE_CUTS, TASKS, age_group
+from inference.neighbours import NEIGHBOURS_K, write_neighbours
 from rundir.layout import CONFIG, DONE, exp_dir, fold_name, noise_dir, prob_columns, run_dirs, run_place
 
 ROOT = Path(__file__).resolve().parent.parent  # the results go to ROOT/benchmarks/results/
@@ -240,15 +246,23 @@ def gender_within_age_groups(report: NoiseReport, args) -> dict:
 
 
 def run_mode(
-    args, mode: str, min_confidence: float, pooling: str = noise.MEAN, reviewed: bool = False, tta: str = noise.AUTO
+    args,
+    mode: str,
+    min_confidence: float,
+    pooling: str = noise.MEAN,
+    reviewed: bool = False,
+    tta: str = noise.AUTO,
+    neighbours: bool = False,
 ) -> tuple[NoiseReport, dict]:
     """One finder run, and its part of the results; ``reviewed``: with the set's disputed people reviewed;
-    ``tta``: the out-of-fold predictions ranked (the finder's default, or ``none``)."""
+    ``tta``: the out-of-fold predictions ranked (the finder's default, or ``none``); ``neighbours``: gender and
+    age ranked on the nearest training photos' votes (``oof_neighbours.csv``)."""
     start = time.perf_counter()
     out = noise_dir(args.runs_dir, args.exp)
     suffix = f"-{mode}" + (f"-{pooling}" if pooling != noise.MEAN else "") + ("-reviewed" if reviewed else "")
     suffix += f"-{min_confidence:g}" if min_confidence != args.min_confidence else ""
     suffix += f"-tta-{tta}" if tta != noise.AUTO else ""
+    suffix += "-neighbours" if neighbours else ""
     out = out.with_name(out.name + suffix)
     listed = [str(disputed_reviewed(args.disputed, out / REVIEWED_NAME))] if reviewed else []
     report = noise.run_finder(
@@ -263,11 +277,13 @@ def run_mode(
         pooling=pooling,
         reviewed=listed,
         tta=tta,
+        neighbours=neighbours,
     )
     total = time.perf_counter() - start
     scores = report.truth_scores or {}
     part = {
         "tta": report.tta,
+        "neighbours": report.neighbours,
         "pooling": report.pooling,
         "thresholds": report.thresholds,
         "finder_seconds": round(report.seconds, 1),
@@ -281,6 +297,17 @@ def run_mode(
         "gender_by_age": gender_by_age(report.suspects, args.truth, report.data.ages),
     }
     return report, part
+
+
+def write_votes(args) -> float:
+    """Write every experiment's ``oof_neighbours.csv`` files (``args.neighbours`` nearest training photos, from
+    each fold's checkpoint, on this machine's CPU); the seconds it took."""
+    cfg = load_config(None, [], [])
+    cfg.trainer.progress_bar = False
+    start = time.perf_counter()
+    for name in args.exp:
+        write_neighbours(cfg, exp_dir(args.runs_dir, name), None, args.neighbours)
+    return time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -320,6 +347,15 @@ def main(argv: list[str] | None = None) -> int:
         help="skip the adaptive mode (mean pooling) with the set's disputed people given as reviewed "
         "(recorded as adaptive-reviewed)",
     )
+    ap.add_argument(
+        "--neighbours",
+        type=int,
+        default=NEIGHBOURS_K,
+        metavar="K",
+        help="write each experiment's oof_neighbours.csv (each photo's K nearest training photos' votes, from the "
+        "checkpoints) and run the adaptive mode, and the reviewed one, with gender and age ranked on them "
+        f"(recorded under neighbours; default K={NEIGHBOURS_K}; 0: skip)",
+    )
     ap.add_argument("--device", default="cpu-2core", help="the machine, in the results (default cpu-2core)")
     args = ap.parse_args(argv)
 
@@ -346,6 +382,15 @@ def main(argv: list[str] | None = None) -> int:
     for cap in [c for c in args.caps if c != args.min_confidence]:
         part = run_mode(args, noise.ADAPTIVE, cap)[1]
         caps[f"{cap:g}"] = {k: part["scores"].get(k) for k in TARGET_KINDS} | {"thresholds": part["thresholds"]}
+    neighbours = {}
+    if args.neighbours:
+        seconds = write_votes(args)
+        voted = {noise.ADAPTIVE: run_mode(args, noise.ADAPTIVE, args.min_confidence, neighbours=True)[1]}
+        if disputed and not args.no_reviewed:
+            voted[f"{noise.ADAPTIVE}-reviewed"] = run_mode(
+                args, noise.ADAPTIVE, args.min_confidence, reviewed=True, neighbours=True
+            )[1]
+        neighbours = {"k": args.neighbours, "write_seconds": round(seconds, 1), "modes": voted}
     settings = task_settings(exp_dir(args.runs_dir, args.exp[0]), list(report.frames), report.tta)
     shared = {json.dumps(v, sort_keys=True): v for v in settings.values()}  # one entry: every task's model alike
     seconds_per_run = {}
@@ -379,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         "modes": modes,
         "without_tta": without,
         "adaptive_by_cap": caps,
+        "neighbours": neighbours,
         "gender_within_age_groups": gender_within_age_groups(report, args),
     }
     if "gender" in disputed:
@@ -412,6 +458,14 @@ def main(argv: list[str] | None = None) -> int:
             if k in TARGET_KINDS and e
         )
         print(f"{key} without TTA (oof.csv): {said}")
+    for mode, part in (neighbours or {}).get("modes", {}).items():
+        said = "; ".join(
+            f"{k}: flagged {e['flagged']}, found {e['found']}/{e['planted']}, top {e['top_n']} {e['recall_top_n']}"
+            for k, e in part["scores"].items()
+            if k in (*TARGET_KINDS, "age") and e
+        )
+        print(f"{mode}, gender and age on the {neighbours['k']} nearest photos' votes: {said}")
+        print(f"  target ({args.target}) met: {part['target_met']}")
     within = result["gender_within_age_groups"].get("scores")
     if within:
         print(

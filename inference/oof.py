@@ -89,7 +89,7 @@ def predict_fold(
     index = pd.MultiIndex.from_frame(keys)
     if save is not None:
         for source in dict.fromkeys(sources.values()):
-            _save_again(source, save, per_model[source.parent / CHECKPOINT], index)
+            write_beside(source, save, per_model[source.parent / CHECKPOINT], index)
     return {
         task: per_model[ckpts[task]][index.get_indexer(pd.MultiIndex.from_frame(r[KEY]))][
             :, models[ckpts[task]].head_slices()[task]
@@ -98,9 +98,9 @@ def predict_fold(
     }
 
 
-def _save_again(source: Path, name: str, probs: np.ndarray, index: pd.MultiIndex) -> None:
+def write_beside(source: Path, name: str, probs: np.ndarray, index: pd.MultiIndex) -> Path:
     """``source`` (an out-of-fold file) written beside itself as ``name``, its probability columns replaced by
-    ``probs`` (every head's; a row per image of ``index``)."""
+    ``probs`` (every head's; a row per image of ``index``); the file written."""
     frame = read_oof_csv(source)
     columns = prob_columns(probs.shape[1])
     rows = index.get_indexer(pd.MultiIndex.from_frame(frame[KEY]))
@@ -110,6 +110,7 @@ def _save_again(source: Path, name: str, probs: np.ndarray, index: pd.MultiIndex
     frame[columns] = probs[rows]
     with atomic_path(source.parent / name) as tmp:
         frame.to_csv(tmp, index=False, float_format="%.6f")
+    return source.parent / name
 
 
 def repredict_oof(

@@ -25,8 +25,13 @@ METRICS = "metrics.csv"  # one row per epoch
 OOF = "oof.csv"  # the validation images' predictions, one row per image (schema below)
 OOF_FLIP = "oof_flip.csv"  # the same, in the submission's flip TTA: each image and its mirror, averaged
 OOF_FILES = {"none": OOF, "flip": OOF_FLIP}  # the out-of-fold predictions by test-time augmentation
+# the same rows and columns, each head's probabilities replaced by the votes of the image's nearest training images
+# in the run's best.ckpt's feature space (written by predict.py --neighbours; see inference/neighbours.py)
+OOF_NEIGHBOURS = "oof_neighbours.csv"
+NEIGHBOURS = "neighbours"
+OOF_READINGS = {**OOF_FILES, NEIGHBOURS: OOF_NEIGHBOURS}  # every per-image out-of-fold file, by what it reads
 DONE = "done.json"  # written last: the run finished (a resumed --fold all skips it)
-RESULTS = (BEST_CKPT, LAST_CKPT, OOF, OOF_FLIP, DONE)  # what makes a directory "an earlier run"
+RESULTS = (BEST_CKPT, LAST_CKPT, OOF, OOF_FLIP, OOF_NEIGHBOURS, DONE)  # what makes a directory "an earlier run"
 REPLACED = ".replaced"  # an overwritten run's files, kept until the new run has a checkpoint
 LOCK = ".lock"  # held by the process training in the directory
 LOGS = "logs"  # <exp>/logs/<task>-fold<k>.log: each parallel job's output

@@ -888,6 +888,52 @@ def test_the_flip_tta_predictions_are_ranked_where_every_fold_has_them(synthetic
     assert "gender/fold1/oof.csv" in err and "python predict.py --exp both --oof --tta flip" in err
 
 
+def test_neighbours_rank_gender_and_age_on_the_nearest_photos_votes(synthetic, tmp_path):
+    """--neighbours judges gender and age on each fold's oof_neighbours.csv (the nearest training photos'
+    votes) and everything else on the models' own predictions: its gender and age rows are those of an experiment
+    whose gender and age models predicted the votes, its mask and outlier rows those of the plain experiment. A
+    fold without the file, or with one older than its best.ckpt, is a one-line error naming the command."""
+    runs = tmp_path / "runs"
+    plain = simulate_oof(synthetic, seed=0)
+    votes = {t: f for t, f in simulate_oof(synthetic, seed=1).items() if t in ("gender", "age")}  # same rows, folds
+    exp = write_experiment(runs, "both", plain, synthetic)
+    for task, f in votes.items():
+        for k, part in f.groupby("fold"):
+            part.to_csv(exp / task / f"fold{k}" / "oof_neighbours.csv", index=False, float_format="%.6f")
+    write_experiment(runs, "plain", plain, synthetic)
+    write_experiment(runs, "voted", plain | votes, synthetic)
+
+    def ranking(exp_name: str, out: str, *extra: str) -> tuple[pd.DataFrame, str]:
+        rc, said, err = run_main(
+            "--exp", exp_name, "--runs-dir", str(runs), "--quiet", "--out", str(tmp_path / out), *extra
+        )
+        assert rc == 0, err
+        table = read_ranking(tmp_path / out / "suspects.csv").drop(columns="reason")
+        return table.sort_values(["kind", "person", "image"], ignore_index=True), said
+
+    ours, said = ranking("both", "ours", "--neighbours")
+    assert "gender and age ranked on the votes of each photo's nearest training photos (oof_neighbours.csv)" in said
+    assert json.loads((tmp_path / "ours" / noise.TRUTH_SCORES_NAME).read_text())["neighbours"] == ["gender", "age"]
+    person_level = ours["kind"].isin(["gender", "age"])
+    as_voted, as_plain = ranking("voted", "voted")[0], ranking("plain", "plain")[0]
+    assert not as_voted[person_level].equals(as_plain[person_level])  # so the test shows which frames were read
+    pd.testing.assert_frame_equal(ours[person_level], as_voted[person_level])
+    pd.testing.assert_frame_equal(ours[~person_level], as_plain[~person_level])
+    pd.testing.assert_frame_equal(ranking("both", "without")[0], as_plain)  # not asked for: the models' outputs
+
+    (exp / "gender" / "fold1" / "best.ckpt").write_bytes(b"")  # a model changed after its votes were written
+    rc, _, err = run_main("--exp", "both", "--runs-dir", str(runs), "--quiet", "--neighbours")
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "older than the best.ckpt" in err and "python predict.py --exp both --neighbours" in err
+    (exp / "age" / "fold0" / "oof_neighbours.csv").unlink()
+    rc, _, err = run_main("--exp", "both", "--runs-dir", str(runs), "--quiet", "--neighbours")
+    assert rc == 2 and "1 oof_neighbours.csv file(s) missing" in err and "age/fold0/oof_neighbours.csv" in err
+    assert "python predict.py --exp both --neighbours" in err
+    write_experiment(runs, "maskonly", {"mask": plain["mask"]}, synthetic)
+    rc, _, err = run_main("--exp", "maskonly", "--runs-dir", str(runs), "--quiet", "--neighbours")
+    assert rc == 2 and "predict neither" in err
+
+
 # ------------------------------------------------------------------------------------ ensembles
 
 

@@ -129,10 +129,11 @@ def test_overwrite_keeps_the_old_results_when_the_new_run_fails_before_its_first
 def test_a_rerun_killed_before_its_first_checkpoint_gets_the_old_results_back_next_time(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    for name in ("best.ckpt", "last.ckpt", "oof.csv", "oof_flip.csv", "done.json", "config.yaml", "metrics.csv"):
+    olds = ("best.ckpt", "last.ckpt", "oof.csv", "oof_flip.csv", "oof_neighbours.csv", "done.json", "config.yaml")
+    for name in (*olds, "metrics.csv"):
         (out / name).write_text(f"old {name}")
     assert claim_run_dir(out, resume=False, overwrite=True, max_epochs=1)
-    assert sorted(p.name for p in out.iterdir()) == [REPLACED]  # set aside, not deleted (no stale oof_flip.csv)
+    assert sorted(p.name for p in out.iterdir()) == [REPLACED]  # set aside, not deleted (no stale oof_*.csv)
     (out / "config.yaml").write_text("new config")  # the new run started, then was killed (SIGKILL)
     assert claim_run_dir(out, resume=True, overwrite=False, max_epochs=1)  # the next start puts them back first
     assert (out / "best.ckpt").read_text() == "old best.ckpt" and (out / "config.yaml").read_text() == "old config.yaml"

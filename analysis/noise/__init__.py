@@ -2,7 +2,7 @@
 
     python -m analysis.noise --exp NAME [--exp NAME2 ...] [--runs-dir runs] [--data-dir DIR] [--top N]
         [--out DIR] [--thresholds {adaptive,fixed}] [--min-confidence C] [--pooling {mean,learnt}]
-        [--reviewed FILE ...] [--tta {auto,flip,none}] [--wandb MODE]
+        [--reviewed FILE ...] [--tta {auto,flip,none}] [--neighbours] [--wandb MODE]
 
 Reads the out-of-fold predictions of the mask, gender and age models (any subset; the missing ones are
 named): ``runs/<exp>/<task>/fold<k>/oof_flip.csv``, which training writes beside ``oof.csv``, each photo
@@ -32,6 +32,17 @@ data) are an ensemble: each photo's probabilities are averaged over the experime
 prediction is out-of-fold for its own model); the first gives the config and the data, and the outputs go to
 ``runs/<A>/noise+<B>[+<C>...]/``. A model's misreadings that another seed does not share average away, and
 the flags of a weak model gain most (see the README's measurements).
+
+Neighbours (``--neighbours``). Gender and age are read from ``oof_neighbours.csv`` beside each ``oof.csv``
+instead (``python predict.py --exp NAME --neighbours [K]`` writes them from the checkpoints): each photo's
+labels as voted by its K (default 20) nearest training photos in its fold model's feature space, the share
+of them given each class (:mod:`inference.neighbours`). A weak model's head can be sure and wrong about a
+kind of person (older people's gender, on the synthetic set), while its features still place a photo among
+photos like it: a mislabelled person's photos sit among photos labelled otherwise. The votes then take the
+models' probabilities' place in the rules below (pooling, thresholds, ranking); mask swaps and outliers
+still read the models' own predictions (a mask state is one photo's, not the person's). A fold without the
+file, or with one older than its ``best.ckpt``, stops the finder with the command that writes them. Measured
+in the README.
 
 Reviewed units. A corrections file's ``reviewed:`` section lists, by kind, the units someone has looked at
 and kept as labelled (``configs/relabel/competition.yaml`` lists the real data's 14 disputed gender labels
@@ -94,7 +105,15 @@ from analysis.noise.outliers import outlier_suspects, photo_scores
 from analysis.noise.outputs import DRAFT_NAME, SHEET_NAME, SUSPECTS_NAME, check_draft, draft_corrections, log_wandb
 from analysis.noise.pooling import LEARNT, MEAN, POOLINGS, kind_features, pool
 from analysis.noise.ranking import find_suspects
-from analysis.noise.reading import AUTO, TTA_CHOICES, choose_tta, read_ensemble, read_oof_frames
+from analysis.noise.reading import (
+    AUTO,
+    NEIGHBOUR_TASKS,
+    TTA_CHOICES,
+    choose_tta,
+    read_ensemble,
+    read_neighbours,
+    read_oof_frames,
+)
 from analysis.noise.rules import age_suspects, gender_suspects, mask_swap_suspects, person_posteriors, swap_pairs
 from analysis.noise.suspects import (
     ADAPTIVE,
@@ -118,6 +137,7 @@ __all__ = [
     "LEARNT",
     "MEAN",
     "MIN_CONFIDENCE",
+    "NEIGHBOUR_TASKS",
     "POOLINGS",
     "PROB_FLOOR",
     "SHEET_NAME",
@@ -146,6 +166,7 @@ __all__ = [
     "pool",
     "read_disputed",
     "read_ensemble",
+    "read_neighbours",
     "read_oof_frames",
     "read_truth",
     "run_finder",

@@ -15,7 +15,7 @@ from analysis.noise.reading import AUTO, TTA_CHOICES, write_flip_command
 from analysis.noise.suspects import ADAPTIVE, KINDS, MIN_CONFIDENCE, THRESHOLD_MODES
 from analysis.noise.truth import TRUTH_DIR
 from core.errors import run_cli
-from rundir.layout import OOF, OOF_FLIP
+from rundir.layout import OOF, OOF_FLIP, OOF_NEIGHBOURS
 
 
 def _thresholds_text(thresholds: dict) -> str:
@@ -37,6 +37,11 @@ def summarize(report: NoiseReport) -> str:
             f"; {sum(map(len, report.lacking.values()))} fold(s) lack {OOF_FLIP}: {write_flip_command(report.lacking)}"
         )
     lines.append(f"out-of-fold predictions: {read}")
+    if report.neighbours:
+        lines.append(
+            f"{' and '.join(report.neighbours)} ranked on the votes of each photo's nearest training photos "
+            f"({OOF_NEIGHBOURS}), not on the models' probabilities"
+        )
     if report.pooling:
         lines.append("photos pooled per person: " + ", ".join(f"{t} {how}" for t, how in report.pooling.items()))
     if report.reviewed.files:
@@ -126,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
         "mirror, averaged, as the submission predicts), none (oof.csv), or auto (default: flip when every fold "
         "has them, else none)",
     )
+    p.add_argument(
+        "--neighbours",
+        action="store_true",
+        help="rank gender and age on the votes of each photo's nearest training photos in its fold model's feature "
+        "space (oof_neighbours.csv, written by python predict.py --exp EXP --neighbours) instead of the models' "
+        "probabilities: better with a weak model, which can be sure and wrong about a kind of person",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks for data errors")
     return p
@@ -151,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             pooling=args.pooling,
             reviewed=args.reviewed,
             tta=args.tta,
+            neighbours=args.neighbours,
         )
         print(summarize(report), flush=True)
 

@@ -31,6 +31,7 @@ from analysis.noise.reading import (
     choose_tta,
     load_data_info,
     read_ensemble,
+    read_neighbours,
     read_reviewed_units,
     saved_config,
     write_flip_command,
@@ -69,6 +70,7 @@ class NoiseReport:
     held_back: dict[str, int] = field(default_factory=dict)  # kind -> reviewed units the rules would have flagged
     tta: str = "none"  # the out-of-fold predictions ranked: flip (oof_flip.csv) or none (oof.csv)
     lacking: dict[str, list[Path]] = field(default_factory=dict)  # exp -> its oof.csv files without oof_flip.csv
+    neighbours: list[str] = field(default_factory=list)  # the tasks ranked on the nearest training photos' votes
 
     @property
     def flagged(self) -> pd.DataFrame:
@@ -108,6 +110,7 @@ def run_finder(
     pooling: str = MEAN,
     reviewed: Sequence[str] = (),
     tta: str = AUTO,
+    neighbours: bool = False,
 ) -> NoiseReport:
     """Rank every unit of experiment ``exp`` and write suspects.csv, the contact sheet of the top ``top``
     and the draft of the flagged. Several experiments (a list, or ``"A,B"``) are an ensemble: each photo's
@@ -118,7 +121,9 @@ def run_finder(
     ``reviewed:`` in the experiment's corrections files and in the files ``reviewed`` (looked at and kept as
     labelled) are ranked last and never flagged. ``tta``: the out-of-fold predictions ranked, ``flip`` (the
     ``oof_flip.csv`` files: each photo and its mirror, averaged), ``none`` (``oof.csv``) or ``auto`` (flip when
-    every fold has them, else none, with a warning naming the command that writes them)."""
+    every fold has them, else none, with a warning naming the command that writes them). ``neighbours``: rank
+    gender and age on the votes of each photo's nearest training photos (``oof_neighbours.csv``, written by
+    ``predict.py --neighbours``) instead of the models' probabilities."""
     if mode not in THRESHOLD_MODES:
         raise ConfigError(f"thresholds {mode!r}: expected one of {', '.join(THRESHOLD_MODES)}")
     if pooling not in POOLINGS:
@@ -142,6 +147,7 @@ def run_finder(
     frames, missing, cuts = ensemble.frames, ensemble.missing, ensemble.age_cuts
     if missing:
         log.warning("no out-of-fold predictions for %s: those checks are skipped", ", ".join(missing))
+    person_frames = read_neighbours(dirs).frames if neighbours else {}
     for task, averaged in ensemble.members.items():
         if len(names) > 1 and len(averaged) < len(names):
             log.warning("%s: predicted by %s only: the ensemble reads it from them", task, ", ".join(averaged))
@@ -153,8 +159,9 @@ def run_finder(
     if data.data_dir is not None and (data.data_dir / TRUTH_DIR / PLANTED).is_file():
         truth = read_truth(data.data_dir), read_disputed(data.data_dir)  # read first: a bad file stops here
     review = read_reviewed_units(frames, data, reviewed)
+    ages = data.ages or None
     suspects = find_suspects(
-        frames, data.ages or None, cuts, data.files, min_confidence, progress, mode, pooling, review.units
+        frames, ages, cuts, data.files, min_confidence, progress, mode, pooling, review.units, person_frames
     )
     thresholds, pooled = suspects.attrs.get("thresholds", {}), suspects.attrs.get("pooling", {})
     held_back = suspects.attrs.get("held_back", {})
@@ -177,6 +184,7 @@ def run_finder(
     if scores is not None:
         truth_file = out_dir / TRUTH_SCORES_NAME
         rule = {"thresholds": mode, "min_confidence": min_confidence, "used": thresholds, "pooling": pooled, "tta": tta}
+        rule["neighbours"] = list(person_frames)
         rule["reviewed"] = reviewed_said
         write_text_atomic(truth_file, json.dumps({**rule, "scores": scores}, indent=2) + "\n")
 
@@ -187,7 +195,7 @@ def run_finder(
     if wandb_run_mode != "disabled":
         counts = suspects.loc[suspects["flag"], "kind"].value_counts().reindex(KINDS, fill_value=0).to_dict()
         summary = {"exp": names[0], "ensemble": names, "thresholds": mode, "min_confidence": min_confidence}
-        summary["pooling"], summary["tta"] = pooled, tta
+        summary["pooling"], summary["tta"], summary["neighbours"] = pooled, tta, list(person_frames)
         summary["reviewed"] = reviewed_said
         summary |= {"missing_tasks": missing, "counts": counts, "thresholds_used": thresholds}
         log_wandb(cfg, wandb_run_mode, suspects.head(top), data.files, sheet, summary, progress)
@@ -213,4 +221,5 @@ def run_finder(
         held_back,
         tta,
         lacking,
+        list(person_frames),
     )

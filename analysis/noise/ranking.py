@@ -23,18 +23,22 @@ def find_suspects(
     mode: str = ADAPTIVE,
     pooling: str = MEAN,
     reviewed: dict[str, set] | None = None,
+    person_frames: dict[str, pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
     """Every unit of every kind, sorted by score; ``attrs["thresholds"]`` holds the thresholds used, by
     kind (or task) and class, ``attrs["pooling"]`` the pooling of each person-level task. ``mode``:
     ``adaptive`` (per-class thresholds from the data) or ``fixed`` (``min_confidence`` for every rule);
     ``pooling``: how a person's photos are pooled for gender and age (:mod:`analysis.noise.pooling`);
     ``reviewed``: kind -> the units a reviewer kept as labelled (people; for outlier, (person, stem)
-    photos), never flagged and ranked last, ``attrs["held_back"]`` counting those the rules would flag."""
+    photos), never flagged and ranked last, ``attrs["held_back"]`` counting those the rules would flag;
+    ``person_frames``: other frames for the gender and age rules (the nearest training photos' votes), the
+    outlier check still reading ``frames``."""
     parts = [pd.DataFrame(columns=SUSPECT_COLUMNS)]
-    if "gender" in frames:
-        parts.append(gender_suspects(frames["gender"], min_confidence, mode, pooling))
-    if "age" in frames:
-        parts.append(age_suspects(frames["age"], ages, cuts, min_confidence, mode=mode, pooling=pooling))
+    judged = {**frames, **(person_frames or {})}
+    if "gender" in judged:
+        parts.append(gender_suspects(judged["gender"], min_confidence, mode, pooling))
+    if "age" in judged:
+        parts.append(age_suspects(judged["age"], ages, cuts, min_confidence, mode=mode, pooling=pooling))
     explained: set[tuple[str, str]] = set()
     if "mask" in frames:
         swaps = mask_swap_suspects(frames["mask"], min_confidence, mode)

@@ -12,17 +12,33 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from analysis.scoring import oof_age_cuts, read_task_oof, without_tta
+from analysis.scoring import oof_age_cuts, read_task_oof, task_oof_files, without_tta
 from core.errors import DataError
 from core.tasks import COMPETITION_AGE_CUTS, MULTIHEAD, TASK_NAMES, TASKS
 from datamodules.layout import read_train
 from datamodules.relabel import apply_relabels, read_reviewed
-from rundir.layout import CONFIG, FULL, HOLDOUT, KEY, OOF, OOF_FILES, OOF_FLIP, fold_dirs, prob_columns
+from rundir.layout import (
+    BEST_CKPT,
+    CONFIG,
+    FULL,
+    HOLDOUT,
+    KEY,
+    NEIGHBOURS,
+    OOF,
+    OOF_FILES,
+    OOF_FLIP,
+    OOF_NEIGHBOURS,
+    OOF_READINGS,
+    fold_dirs,
+    prob_columns,
+)
 
 log = logging.getLogger("noise")
 
 AUTO = "auto"  # the flip TTA's out-of-fold predictions where every fold has them, else those without TTA
 TTA_CHOICES = (AUTO, *OOF_FILES)  # the out-of-fold predictions the finder can rank: auto, none, flip
+NEIGHBOUR_TASKS = ("gender", "age")  # what --neighbours ranks on the nearest training photos' votes: a person's
+# own traits, alike in every photo (a mask state is one photo's; the outlier check reads the models' own outputs)
 
 
 def choose_tta(exp_dirs: Sequence[Path], tta: str) -> tuple[str, dict[str, list[Path]]]:
@@ -51,6 +67,11 @@ def write_flip_command(experiments: Iterable[str]) -> str:
     return " and ".join(f"python predict.py --exp {name} --oof --tta flip" for name in experiments)
 
 
+def write_neighbours_command(experiments: Iterable[str]) -> str:
+    """The command that writes the ``oof_neighbours.csv`` files of ``experiments`` from their checkpoints."""
+    return " and ".join(f"python predict.py --exp {name} --neighbours" for name in experiments)
+
+
 def read_oof_frames(exp_dir: Path, tta: str = "none") -> tuple[dict[str, pd.DataFrame], list[str]]:
     """Each task's out-of-fold predictions (one row per person and photo; a photo predicted by several
     folds gets their mean), in ``tta`` (see :func:`choose_tta`), and the tasks that have none."""
@@ -69,8 +90,8 @@ def read_oof_frames(exp_dir: Path, tta: str = "none") -> tuple[dict[str, pd.Data
         frames[task] = df.groupby(KEY, as_index=False, sort=True).agg(agg)
     if not frames:
         raise DataError(
-            f"no out-of-fold predictions under {exp_dir}: expected <task>/fold<k>/{OOF_FILES[tta]} for mask, gender or "
-            "age (train.py writes them for every validated fold)"
+            f"no out-of-fold predictions under {exp_dir}: expected <task>/fold<k>/{OOF_READINGS[tta]} for mask, gender "
+            "or age (train.py writes them for every validated fold)"
         )
     return frames, missing
 
@@ -133,6 +154,38 @@ def read_ensemble(exp_dirs: list[Path], tta: str = "none") -> Ensemble:
         frames[task] = first.assign(**dict(zip(columns, (total / len(have)).T, strict=True)))
         members[task] = list(have)
     return Ensemble(frames, missing, members, next(iter(cuts.values()), COMPETITION_AGE_CUTS))
+
+
+def read_neighbours(exp_dirs: Sequence[Path]) -> Ensemble:
+    """Gender and age (:data:`NEIGHBOUR_TASKS`) as voted by each photo's nearest training photos (the
+    ``oof_neighbours.csv`` files beside the ``oof.csv`` files, averaged over the experiments as
+    :func:`read_ensemble` does), for the tasks the experiments predict. A fold without the file, or with one
+    older than its ``best.ckpt`` (written before the model last changed), is a DataError naming the command
+    that writes them."""
+    predicted = [t for t in NEIGHBOUR_TASKS if any(task_oof_files(Path(d), t)[0] for d in exp_dirs)]
+    if not predicted:
+        raise DataError("--neighbours ranks gender and age, and the experiments predict neither: leave it out")
+    missing: dict[str, list[Path]] = {}
+    stale: dict[str, list[Path]] = {}
+    for d in map(Path, exp_dirs):
+        for task in NEIGHBOUR_TASKS:
+            for oof in task_oof_files(d, task)[0]:
+                votes, ckpt = oof.parent / OOF_NEIGHBOURS, oof.parent / BEST_CKPT
+                if not votes.is_file():
+                    missing.setdefault(d.name, []).append(votes)
+                elif ckpt.is_file() and votes.stat().st_mtime < ckpt.stat().st_mtime:
+                    stale.setdefault(d.name, []).append(votes)
+    for found, why in ((missing, "missing"), (stale, "older than the best.ckpt beside it")):
+        if found:
+            files = list(dict.fromkeys(f for fs in found.values() for f in fs))
+            raise DataError(
+                f"--neighbours: {len(files)} {OOF_NEIGHBOURS} file(s) {why} (e.g. {files[0]}): "
+                f"{write_neighbours_command(found)} writes them"
+            )
+    ensemble = read_ensemble(list(exp_dirs), NEIGHBOURS)
+    ensemble.frames = {t: f for t, f in ensemble.frames.items() if t in NEIGHBOUR_TASKS}
+    ensemble.members = {t: m for t, m in ensemble.members.items() if t in NEIGHBOUR_TASKS}
+    return ensemble
 
 
 def saved_config(exp_dir: Path) -> tuple[dict, Path | None]:
