@@ -11,7 +11,6 @@ Jiang and Gupta, ICML 2020). The noise finder ranks the person-level kinds (gend
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -24,9 +23,9 @@ from configs.config import Config
 from core.errors import ConfigError, DataError
 from core.tasks import MULTIHEAD, TASK_NAMES
 from datamodules.folds import select
-from datamodules.prepare import PreparedData, prepare
+from datamodules.prepare import PreparedData
 from inference.models import CHECKPOINT, inference_device, load_model
-from inference.oof import data_config, write_beside
+from inference.oof import fold_data, image_rows, write_beside
 from inference.predictor import predict_images
 from rundir.layout import FOLD_PREFIX, KEY, OOF, OOF_NEIGHBOURS, fold_dirs
 
@@ -65,21 +64,11 @@ def fold_votes(
     out-of-fold images, and those images' keys. ``prepared`` keeps each data set read, across runs."""
     device = inference_device(cfg)
     model = load_model(run / CHECKPOINT, device)
-    data_cfg = data_config(model.cfg, data_dir)
-    key = json.dumps(data_cfg.to_dict()["data"], sort_keys=True) + json.dumps(data_cfg.to_dict()["augment"])
-    if key not in prepared:
-        prepared[key] = prepare(data_cfg, progress=cfg.trainer.progress_bar)
-    data = prepared[key]
+    data = fold_data(cfg, model, data_dir, prepared)
     oof = read_oof_csv(run / OOF)
     images = data.images
     train_people, _ = select(images[["person", "fold", "holdout"]].drop_duplicates(), run_fold(run))
-    val_rows = pd.MultiIndex.from_frame(images[KEY]).get_indexer(pd.MultiIndex.from_frame(oof[KEY]))
-    if (val_rows < 0).any():
-        person, stem = oof.loc[val_rows < 0, KEY].iloc[0]
-        raise DataError(
-            f"{run / OOF}: {int((val_rows < 0).sum())} out-of-fold image(s), e.g. {person}/{stem}, are not in the "
-            f"data at {data.data_dir}: pass the data the model was trained on with --data-dir"
-        )
+    val_rows = image_rows(data, oof, run)
     train_rows = np.flatnonzero(images["person"].isin(train_people) & ~images["person"].isin(set(oof["person"])))
     rows = np.concatenate([val_rows, train_rows])
     _, features = predict_images(

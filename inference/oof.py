@@ -70,21 +70,10 @@ def predict_fold(
     for path, model in models.items():
         groups[preprocessing_key(model)].append(path)
     per_model: dict[Path, np.ndarray] = {}
-    for key, paths in groups.items():
-        data_cfg = data_config(models[paths[0]].cfg, data_dir)
-        data_key = json.dumps([key, data_cfg.to_dict()["data"]], sort_keys=True)
-        if data_key not in prepared:
-            prepared[data_key] = prepare(data_cfg, progress=cfg.trainer.progress_bar)
-        data = prepared[data_key]
-        table = keys.merge(data.images[[*KEY, "file"]], on=KEY, how="left")
-        if table["file"].isna().any():
-            person, stem = table.loc[table["file"].isna(), KEY].iloc[0]
-            raise DataError(
-                f"{next(iter(sources.values())).parent}: {int(table['file'].isna().sum())} out-of-fold image(s), e.g. "
-                f"{person}/{stem}, are not in the data at {data.data_dir}: pass the data the models were trained on "
-                "with --data-dir"
-            )
-        probs = predict_images([models[p] for p in paths], table["file"].tolist(), views, cfg, data.train_cache)
+    for paths in groups.values():
+        data = fold_data(cfg, models[paths[0]], data_dir, prepared)
+        files = data.images["file"].to_numpy()[image_rows(data, keys, next(iter(sources.values())).parent)]
+        probs = predict_images([models[p] for p in paths], files.tolist(), views, cfg, data.train_cache)
         per_model.update({p: np.mean(v, axis=0) for p, v in zip(paths, probs, strict=True)})
     index = pd.MultiIndex.from_frame(keys)
     if save is not None:
@@ -96,6 +85,29 @@ def predict_fold(
         ]
         for task, r in rows.items()
     }
+
+
+def fold_data(cfg: Config, model, data_dir: str | None, prepared: dict[str, PreparedData]) -> PreparedData:
+    """The data ``model`` was trained on (its checkpoint's data settings, pointed at ``data_dir`` if given), at its
+    preprocessing; ``prepared`` keeps each data set read, so that it is read once across folds and models."""
+    data_cfg = data_config(model.cfg, data_dir)
+    data_key = json.dumps([preprocessing_key(model), data_cfg.to_dict()["data"]], sort_keys=True)
+    if data_key not in prepared:
+        prepared[data_key] = prepare(data_cfg, progress=cfg.trainer.progress_bar)
+    return prepared[data_key]
+
+
+def image_rows(data: PreparedData, keys: pd.DataFrame, where: Path) -> np.ndarray:
+    """The row of ``data.images`` of each image of ``keys`` (person, stem: the out-of-fold images of the run at
+    ``where``), in order; a DataError when some are not in the data."""
+    rows = pd.MultiIndex.from_frame(data.images[KEY]).get_indexer(pd.MultiIndex.from_frame(keys[KEY]))
+    if (rows < 0).any():
+        person, stem = keys.loc[rows < 0, KEY].iloc[0]
+        raise DataError(
+            f"{where}: {int((rows < 0).sum())} out-of-fold image(s), e.g. {person}/{stem}, are not in the data at "
+            f"{data.data_dir}: pass the data the models were trained on with --data-dir"
+        )
+    return rows
 
 
 def write_beside(source: Path, name: str, probs: np.ndarray, index: pd.MultiIndex) -> Path:

@@ -72,7 +72,7 @@ def test_each_fold_is_voted_by_its_own_training_images(runs, capsys):
     assert head_votes(pd.read_csv(fold0 / OOF_NEIGHBOURS), "mask").std(0).max() > 0.1
 
 
-def test_neighbours_options_are_checked(runs, capsys):
+def test_neighbours_options_are_checked(runs, layout, capsys):
     assert predict.main(args(runs, "--neighbours", "0")) == 2
     assert "at least 1" in capsys.readouterr().err
     assert predict.main(args(runs, "--neighbours", "--oof")) == 2
@@ -80,4 +80,8 @@ def test_neighbours_options_are_checked(runs, capsys):
     assert predict.main(args(runs, "--neighbours", "--folds", "full")) == 2
     err = capsys.readouterr().err
     assert "best.ckpt and oof.csv" in err and err.count("\n") == 1
+    quiet = ("--set", "trainer.progress_bar=false")
+    assert predict.main(args(runs, "--neighbours", "--data-dir", str(layout), *quiet)) == 2  # not the trained people
+    err = capsys.readouterr().err
+    assert "are not in the data at" in err and "--data-dir" in err and err.count("\n") == 1
     assert not list(runs.rglob(OOF_NEIGHBOURS))
