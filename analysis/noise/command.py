@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from analysis.noise.finder import NoiseReport, run_finder
 from analysis.noise.outputs import COMMAND
 from analysis.noise.pooling import MEAN, POOLINGS
-from analysis.noise.reading import AUTO, TTA_CHOICES, write_flip_command
+from analysis.noise.reading import AUTO, TTA_CHOICES, write_command
 from analysis.noise.suspects import ADAPTIVE, KINDS, MIN_CONFIDENCE, THRESHOLD_MODES
 from analysis.noise.truth import TRUTH_DIR
 from core.errors import run_cli
@@ -33,9 +33,8 @@ def summarize(report: NoiseReport) -> str:
     lines.append(f"thresholds ({report.mode}): {_thresholds_text(report.thresholds)}")
     read = f"{OOF_FLIP} (flip TTA: each photo and its mirror, averaged)" if report.tta == "flip" else f"{OOF} (no TTA)"
     if report.lacking:
-        read += (
-            f"; {sum(map(len, report.lacking.values()))} fold(s) lack {OOF_FLIP}: {write_flip_command(report.lacking)}"
-        )
+        command = write_command(report.lacking, "flip")
+        read += f"; {sum(map(len, report.lacking.values()))} fold(s) lack {OOF_FLIP}: {command}"
     lines.append(f"out-of-fold predictions: {read}")
     if report.neighbours:
         lines.append(

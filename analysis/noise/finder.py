@@ -34,7 +34,7 @@ from analysis.noise.reading import (
     read_neighbours,
     read_reviewed_units,
     saved_config,
-    write_flip_command,
+    write_command,
 )
 from analysis.noise.suspects import ADAPTIVE, KINDS, MIN_CONFIDENCE, THRESHOLD_MODES
 from analysis.noise.truth import PLANTED, TRUTH_DIR, TRUTH_SCORES_NAME, read_disputed, read_truth, score_suspects
@@ -141,7 +141,7 @@ def run_finder(
             "the ranking reads those without TTA; the flip TTA's predictions rank label errors better: %s writes "
             "them",
             sum(map(len, lacking.values())),
-            write_flip_command(lacking),
+            write_command(lacking, "flip"),
         )
     ensemble = read_ensemble(dirs, tta)
     frames, missing, cuts = ensemble.frames, ensemble.missing, ensemble.age_cuts

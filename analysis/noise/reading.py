@@ -37,6 +37,7 @@ log = logging.getLogger("noise")
 
 AUTO = "auto"  # the flip TTA's out-of-fold predictions where every fold has them, else those without TTA
 TTA_CHOICES = (AUTO, *OOF_FILES)  # the out-of-fold predictions the finder can rank: auto, none, flip
+WRITE_OPTIONS = {"flip": "--oof --tta flip", NEIGHBOURS: "--neighbours"}  # predict.py's, by the file it writes
 NEIGHBOUR_TASKS = ("gender", "age")  # what --neighbours ranks on the nearest training photos' votes: a person's
 # own traits, alike in every photo (a mask state is one photo's; the outlier check reads the models' own outputs)
 
@@ -54,7 +55,7 @@ def choose_tta(exp_dirs: Sequence[Path], tta: str) -> tuple[str, dict[str, list[
         first = next(iter(lacking.values()))[0]
         raise DataError(
             f"--tta flip: {sum(map(len, lacking.values()))} fold(s) have no {OOF_FLIP} beside their {OOF} (e.g. "
-            f"{first}; runs trained before training wrote it): {write_flip_command(lacking)} writes them; or rank "
+            f"{first}; runs trained before training wrote it): {write_command(lacking, 'flip')} writes them; or rank "
             f"on {OOF} with --tta none"
         )
     if tta == AUTO:
@@ -62,14 +63,10 @@ def choose_tta(exp_dirs: Sequence[Path], tta: str) -> tuple[str, dict[str, list[
     return tta, lacking
 
 
-def write_flip_command(experiments: Iterable[str]) -> str:
-    """The command that writes the ``oof_flip.csv`` files of ``experiments`` from their checkpoints."""
-    return " and ".join(f"python predict.py --exp {name} --oof --tta flip" for name in experiments)
-
-
-def write_neighbours_command(experiments: Iterable[str]) -> str:
-    """The command that writes the ``oof_neighbours.csv`` files of ``experiments`` from their checkpoints."""
-    return " and ".join(f"python predict.py --exp {name} --neighbours" for name in experiments)
+def write_command(experiments: Iterable[str], reading: str) -> str:
+    """The command that writes the out-of-fold files of ``reading`` (``flip``: ``oof_flip.csv``; ``neighbours``:
+    ``oof_neighbours.csv``) of ``experiments`` from their checkpoints."""
+    return " and ".join(f"python predict.py --exp {name} {WRITE_OPTIONS[reading]}" for name in experiments)
 
 
 def read_oof_frames(exp_dir: Path, tta: str = "none") -> tuple[dict[str, pd.DataFrame], list[str]]:
@@ -180,7 +177,7 @@ def read_neighbours(exp_dirs: Sequence[Path]) -> Ensemble:
             files = list(dict.fromkeys(f for fs in found.values() for f in fs))
             raise DataError(
                 f"--neighbours: {len(files)} {OOF_NEIGHBOURS} file(s) {why} (e.g. {files[0]}): "
-                f"{write_neighbours_command(found)} writes them"
+                f"{write_command(found, NEIGHBOURS)} writes them"
             )
     ensemble = read_ensemble(list(exp_dirs), NEIGHBOURS)
     ensemble.frames = {t: f for t, f in ensemble.frames.items() if t in NEIGHBOUR_TASKS}
