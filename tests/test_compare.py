@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from analysis import compare
+from analysis import compare, compare_report
 from analysis.__main__ import main as analysis_main
 from analysis.scoring import read_oof, score_frames
 from core.errors import DataError
@@ -227,7 +227,7 @@ def test_files_are_written_with_the_documented_columns(runs):
     # seeded: a rerun gives the same intervals
     again = compare.compare_experiments(runs, ["base", "better", "worse"], runs / "again", 200, 1, plot=False)
     pd.testing.assert_frame_equal(result["table"], again["table"])
-    text = compare.format_report(result)
+    text = compare_report.format_report(result)
     lines = text.splitlines()
     assert lines[2].split()[:4] == ["metric", "base", "better", "worse"]
     assert next(i for i, line in enumerate(lines) if line.startswith("class_f1/0 ")) > lines.index("") + 5
@@ -247,7 +247,7 @@ def test_replicates_are_averaged(runs, tmp_path):
     np.testing.assert_allclose(rows(result, "base+base2")["value"], (base["value"] + single["base2"]) / 2)
     assert group.loc["f1", "verdict"] == "base+base2 better"
     assert compare.default_out(runs, list(result["groups"])) == runs / COMPARE / "base+base2_vs_worse+worse2"
-    assert "base+base2 = mean of base, base2" in compare.format_report(result)
+    assert "base+base2 = mean of base, base2" in compare_report.format_report(result)
 
 
 def _refused(runs: Path, groups: list[str], capsys, *words: str) -> None:
