@@ -7,7 +7,7 @@ people), and scored on eval/ against truth/; then the prediction-time options on
     python benchmarks/options.py --only base,ema      # some of the options
 
 The settings are ``benchmarks/configs/options-cpu.yaml`` (the seed recipe, CPU-sized). Writes
-``benchmarks/results/options-<device>.json`` and prints the README's "what helps here" table.
+``benchmarks/results/options-<device>.json`` and prints the table of docs/benchmarks.md's "Options past the seed".
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def interval(entry: dict) -> str:
 
 
 def table(results: dict) -> str:
-    """The README's markdown table."""
+    """The markdown table of docs/benchmarks.md's "Options past the seed"."""
     lines = [
         "| option | OOF 18-class F1 (2 seeds) | difference to the seed recipe [95% interval] | eval F1 | train time |",
         "|---|---|---|---|---|",
