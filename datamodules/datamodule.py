@@ -122,9 +122,9 @@ class MaskDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         dataset = self.dataset(self.val_frame, eval_augment(), self.val_targets(self.val_frame), self.data.train_cache)
-        # several devices, one process each: each validates (and predicts) its own rows, every image once; the
+        # several processes (devices x nodes): each validates (and predicts) its own rows, every image once; the
         # sampler reads its rank when iterated (under ddp_spawn this loader is made before the processes exist)
-        sampler = ShardSampler(len(self.val_frame)) if self.cfg.trainer.devices > 1 else None
+        sampler = ShardSampler(len(self.val_frame)) if self._rank_world()[1] > 1 else None
         return self._loader(dataset, sampler)
 
     def eval_dataset(self, hflip: bool = False) -> ImageDataset:
