@@ -3,7 +3,9 @@
     python jobs.py --gpus 0,1,2,3 -- --task all --fold all --config configs/my.yaml
 
 Each job is ``python train.py --task T --fold F <the other train.py options>`` in its own process, seeing
-only its GPU (``CUDA_VISIBLE_DEVICES``); the next job starts as soon as a GPU frees. Each job's output goes
+only its GPU (``CUDA_VISIBLE_DEVICES``); the next job starts as soon as a GPU frees. The jobs side by side share
+the machine's cores: each is told how many run at once (``--set trainer.parallel_jobs=N``), so that its automatic
+loader workers (``loader.num_workers=-1``) are its share of the cores, not all of them. Each job's output goes
 to ``<log dir>/<task>-fold<F>.log`` (default ``runs/<exp>/logs/``). Ctrl-C or SIGTERM stops the running
 jobs with SIGTERM (they save ``last.ckpt``; ``--resume`` continues them) and exits non-zero.
 """
@@ -79,6 +81,11 @@ def strip_job_args(argv: list[str]) -> list[str]:
         else:
             out.append(item)
     return out
+
+
+def parallel_jobs_args(parallel: int) -> list[str]:
+    """The train.py options that tell a job how many run side by side (none for one: it has the machine)."""
+    return ["--set", f"trainer.parallel_jobs={parallel}"] if parallel > 1 else []
 
 
 class _Signals:
@@ -159,9 +166,11 @@ def run_jobs(
         now = ", ".join(f"{job_name(r.task, r.fold)}@{r.gpu}" for r in running)
         bar.set_postfix_str(f"failed {failed}" + (f"; running {now}" if now else ""), refresh=True)
 
+    share = parallel_jobs_args(min(len(gpus), len(jobs)))
+
     def start(task: str, fold: str, gpu: str) -> None:
         log = log_dir / f"{job_name(task, fold)}.log"
-        cmd = [python, str(program), "--task", task, "--fold", fold, *passthrough]
+        cmd = [python, str(program), "--task", task, "--fold", fold, *passthrough, *share]
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu, "PYTHONUNBUFFERED": "1"}
         with open(log, "wb") as out:
             out.write(f"# CUDA_VISIBLE_DEVICES={gpu} {subprocess.list2cmdline(cmd)}\n".encode())

@@ -75,7 +75,7 @@ class AugmentConfig:
 @dataclass
 class LoaderConfig:
     batch_size: int = 128  # per device and step; accumulation makes up trainer.effective_batch
-    num_workers: int = -1  # -1: every usable core but one per device (at most 16)
+    num_workers: int = -1  # -1: this process's share of the usable cores, less one (at most 16)
     sampler: str = choice("balanced", "balanced", "shuffle")
 
 
@@ -135,6 +135,7 @@ class TrainerConfig:
     accelerator: str = choice("auto", "auto", "cpu", "gpu", "cuda")
     devices: int = 1
     num_nodes: int = 1  # machines of a multi-node DDP run (torchrun or SLURM start one process per device)
+    parallel_jobs: int = 1  # training runs side by side on this machine (--gpus sets it): they share its cores
     strategy: str = "auto"
     precision: str = choice("auto", "auto", "32", "bf16-mixed", "16-mixed")  # auto: bf16-mixed on CUDA
     early_stopping_patience: int = 0  # 0 = off
@@ -320,6 +321,7 @@ def validate(cfg: Config) -> None:
         "trainer.max_epochs": cfg.trainer.max_epochs,
         "trainer.devices": cfg.trainer.devices,
         "trainer.num_nodes": cfg.trainer.num_nodes,
+        "trainer.parallel_jobs": cfg.trainer.parallel_jobs,
         "augment.crop": cfg.augment.crop,
         "augment.resize_height": cfg.augment.resize_height,
         "augment.resize_width": cfg.augment.resize_width,

@@ -122,9 +122,9 @@ class MaskDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         dataset = self.dataset(self.val_frame, eval_augment(), self.val_targets(self.val_frame), self.data.train_cache)
-        # several devices, one process each: each validates (and predicts) its own rows, every image once; the
+        # several processes (devices x nodes): each validates (and predicts) its own rows, every image once; the
         # sampler reads its rank when iterated (under ddp_spawn this loader is made before the processes exist)
-        sampler = ShardSampler(len(self.val_frame)) if self.cfg.trainer.devices > 1 else None
+        sampler = ShardSampler(len(self.val_frame)) if self._rank_world()[1] > 1 else None
         return self._loader(dataset, sampler)
 
     def eval_dataset(self, hflip: bool = False) -> ImageDataset:
@@ -138,10 +138,12 @@ class MaskDataModule(pl.LightningDataModule):
 
 
 def loader_workers(cfg: Config) -> int:
-    """``loader.num_workers``, or for -1 (auto) every usable core but one per device, at most 16."""
+    """``loader.num_workers``, or for -1 (auto) this process's share of the usable cores less one, at most 16:
+    the cores are shared among the devices of a run and the runs side by side (``trainer.parallel_jobs``)."""
     if cfg.loader.num_workers >= 0:
         return cfg.loader.num_workers
-    return max(1, min(16, usable_cpus() // max(1, cfg.trainer.devices) - 1))
+    processes = max(1, cfg.trainer.devices) * max(1, cfg.trainer.parallel_jobs)
+    return max(1, min(16, usable_cpus() // processes - 1))
 
 
 def make_loader(cfg: Config, dataset, sampler=None, persistent: bool = True, batch_size: int | None = None):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -85,6 +86,8 @@ def test_the_datamodule_shards_training_and_validation_per_process(tmp_path):
     one.trainer = SimpleNamespace(global_rank=0, world_size=1)
     assert interleave([list(s) for s in samplers]) == list(one.train_dataloader().sampler)
     assert isinstance(one.val_dataloader().sampler, SequentialSampler)  # one device: as before
+    one.trainer = SimpleNamespace(global_rank=1, world_size=2)  # two nodes of one device each: sharded too
+    assert isinstance(one.val_dataloader().sampler, ShardSampler)
 
 
 GATHER = """
@@ -126,18 +129,25 @@ def test_gathering_puts_the_processes_rows_back_in_order(tmp_path):
     assert proc.returncode == 0 and "gathered" in proc.stdout, proc.stderr[-3000:]
 
 
-def run_train(argv: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
-    """``python train.py ARGV`` in its own process group, killed whole (every rank) if it hangs."""
-    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK")}
-    proc = subprocess.Popen(
+RANK_VARIABLES = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "GROUP_RANK", "LOCAL_WORLD_SIZE", "MASTER_PORT")
+
+
+def start_train(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``python train.py ARGV`` in its own process group, with ``env`` added to a rank-free environment."""
+    clean = {k: v for k, v in os.environ.items() if k not in RANK_VARIABLES and not k.startswith("TORCHELASTIC")}
+    return subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), *argv],
         cwd=ROOT,
-        env=env,
+        env={**clean, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
     )
+
+
+def finish(proc: subprocess.Popen, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Wait for a :func:`start_train` process; killed whole (every rank it started) if it hangs."""
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -145,6 +155,33 @@ def run_train(argv: list[str], timeout: int = 300) -> subprocess.CompletedProces
         out, err = proc.communicate()
         pytest.fail(f"train.py did not finish in {timeout} s:\n{err[-3000:]}")
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def run_train(argv: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python train.py ARGV``, killed whole (every rank) if it hangs."""
+    return finish(start_train(argv), timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def torchrun_env(node: int, nodes: int, port: int) -> dict[str, str]:
+    """What ``torchrun --nnodes NODES --nproc-per-node 1 --node-rank NODE`` sets for its one process."""
+    ranks = {"RANK": node, "NODE_RANK": node, "GROUP_RANK": node, "LOCAL_RANK": 0, "LOCAL_WORLD_SIZE": 1}
+    where = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": nodes, "TORCHELASTIC_RUN_ID": "test"}
+    return {k: str(v) for k, v in {**ranks, **where}.items()}
+
+
+def check_oof(out: Path, dm: MaskDataModule) -> pd.DataFrame:
+    """The run's oof.csv: every validation image exactly once, in the validation frame's order."""
+    oof = pd.read_csv(out / "oof.csv", dtype={"person": str})
+    assert len(oof) == len(dm.val_frame)
+    assert not oof.duplicated(["person", "image"]).any()
+    assert oof[["person", "image"]].values.tolist() == dm.val_frame[["person", "image"]].values.tolist()
+    return oof
 
 
 def test_ddp_on_two_cpu_processes_trains_and_predicts_every_validation_image_once(tmp_path):
@@ -171,14 +208,41 @@ def test_ddp_on_two_cpu_processes_trains_and_predicts_every_validation_image_onc
     # every validation image exactly once, in the validation frame's order
     dm = MaskDataModule(tiny_config(root, tmp_path / "cache"), "mask", 0, progress=False)
     dm.setup("fit")
-    oof = pd.read_csv(out / "oof.csv", dtype={"person": str})
-    assert len(oof) == len(dm.val_frame) == 21
-    assert not oof.duplicated(["person", "image"]).any()
-    assert oof[["person", "image"]].values.tolist() == dm.val_frame[["person", "image"]].values.tolist()
+    oof = check_oof(out, dm)
+    assert len(oof) == 21
     assert (oof["label"] == dm.val_frame["mask"]).all()
     probs = oof[[f"prob_{k}" for k in range(3)]].to_numpy()
     assert np.abs(probs.sum(1) - 1).max() < 1e-4
     # the validation metrics were computed over the same images: the best (only) epoch's model predicted them
     metrics = pd.read_csv(out / "metrics.csv")
     assert metrics["epoch"].tolist() == [0]
+    assert metrics["val/acc"].item() == pytest.approx((probs.argmax(1) == oof["label"]).mean(), abs=1e-6)
+
+
+def test_two_nodes_of_one_device_each_shard_validation_and_write_every_oof_image_once(tmp_path):
+    # torchrun --nnodes 2 --nproc-per-node 1 on two machines: one process per node, each started on its own
+    root = make_layout(tmp_path / "data", people=PEOPLE[:9])
+    dm = MaskDataModule(tiny_config(root, tmp_path / "cache"), "mask", 0, progress=False)
+    dm.setup("fit")  # the shared data prepared beforehand, as a first node would have (the nodes start together)
+    settings = ["model.backbone=test_resnet", "trainer.accelerator=cpu", "trainer.effective_batch=16",
+                "trainer.max_epochs=1", "trainer.progress_bar=false", "trainer.limit_train_batches=2",
+                "trainer.num_nodes=2"]  # fmt: skip
+    argv = [*tiny_argv(root, tmp_path, *settings), "--exp", "nodes", "--task", "mask", "--fold", "0"]
+    port = free_port()
+    nodes = [start_train(argv, torchrun_env(node, 2, port)) for node in (0, 1)]
+    try:
+        procs = [finish(proc) for proc in nodes]
+    finally:  # one node failing leaves the other waiting for it
+        for proc in nodes:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    for node, proc in enumerate(procs):
+        assert proc.returncode == 0, f"node {node}:\n{(proc.stdout + proc.stderr)[-4000:]}"
+    out = tmp_path / "runs" / "nodes" / "mask" / "fold0"
+    assert json.loads((out / "done.json").read_text())["task"] == "mask"
+    oof = check_oof(out, dm)
+    assert len(oof) == 21 and (oof["label"] == dm.val_frame["mask"]).all()
+    # the validation scores were computed over the same images, each once
+    probs = oof[[f"prob_{k}" for k in range(3)]].to_numpy()
+    metrics = pd.read_csv(out / "metrics.csv")
     assert metrics["val/acc"].item() == pytest.approx((probs.argmax(1) == oof["label"]).mean(), abs=1e-6)

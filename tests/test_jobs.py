@@ -93,7 +93,8 @@ def test_every_job_runs_once_one_per_gpu_at_a_time(fake, capsys):
     assert set(results) == set(job_list) and all(r.returncode == 0 for r in results.values())
     for name, rec in records.items():
         task, fold = name.split("-fold")
-        assert rec["argv"] == ["--task", task, "--fold", fold, "--exp", "x", "--set", "optim.lr=0.001"]
+        share = ["--set", "trainer.parallel_jobs=2"]  # two GPUs: two jobs side by side
+        assert rec["argv"] == ["--task", task, "--fold", fold, "--exp", "x", "--set", "optim.lr=0.001", *share]
         assert rec["gpu"] == results[(task, fold)].gpu in ("0", "1")
     for gpu in ("0", "1"):
         on_gpu = sorted((r for r in records.values() if r["gpu"] == gpu), key=lambda r: r["start"])
@@ -108,6 +109,27 @@ def test_every_job_runs_once_one_per_gpu_at_a_time(fake, capsys):
     table = capsys.readouterr().out
     assert table.splitlines()[0].split() == ["job", "gpu", "seconds", "exit", "code", "log"]
     assert all(f"{t}-fold{f}" in table for t, f in job_list)
+
+
+def test_the_jobs_side_by_side_share_the_machines_cores_among_their_loader_workers(fake, monkeypatch):
+    import train
+    from datamodules import datamodule
+
+    monkeypatch.setattr(datamodule, "usable_cpus", lambda: 16)
+
+    def workers(gpus: list[str], job_list: list[tuple[str, str]]) -> dict[str, int]:
+        """The automatic loader workers of each job, from the options it was started with."""
+        fake.run(job_list, gpus, passthrough=[])
+        configs = {name: train.config_from_args(train.parse_args(r["argv"]), name.split("-")[0])
+                   for name, r in fake.records().items()}  # fmt: skip
+        for path in fake.records_dir.glob("*.json"):
+            path.unlink()
+        return {name: datamodule.loader_workers(cfg) for name, cfg in configs.items()}
+
+    four = workers(["0", "1", "2", "3"], [("mask", "0"), ("mask", "1"), ("gender", "0"), ("gender", "1"), ("age", "0")])
+    assert set(four.values()) == {3}  # 16 cores / 4 jobs side by side = 4 each, one left to the job itself
+    assert workers(["0"], [("mask", "0"), ("age", "1")]) == {"mask-fold0": 15, "age-fold1": 15}  # one at a time
+    assert workers(["0", "1", "2", "3"], [("age", "2")]) == {"age-fold2": 15}  # one job: the whole machine
 
 
 def test_the_next_job_starts_as_soon_as_a_gpu_frees(fake):
