@@ -13,19 +13,17 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.noise.outputs import (
-    DRAFT_NAME,
     SHEET_NAME,
     SUSPECTS_NAME,
     check_draft,
     contact_sheet,
     draft_corrections,
+    draft_place,
     log_wandb,
+    write_draft,
 )
-from analysis.noise.pooling import MEAN, POOLINGS
 from analysis.noise.ranking import find_suspects
 from analysis.noise.reading import (
-    AUTO,
-    TTA_CHOICES,
     DataInfo,
     Reviewed,
     choose_tta,
@@ -36,7 +34,7 @@ from analysis.noise.reading import (
     saved_config,
     write_command,
 )
-from analysis.noise.suspects import ADAPTIVE, KINDS, MIN_CONFIDENCE, THRESHOLD_MODES
+from analysis.noise.suspects import FIXED, KINDS, MIN_CONFIDENCE, THRESHOLD_MODES
 from analysis.noise.truth import PLANTED, TRUTH_DIR, TRUTH_SCORES_NAME, read_disputed, read_truth, score_suspects
 from callbacks.wandb_run import resolve_mode
 from configs.config import load_config
@@ -61,9 +59,8 @@ class NoiseReport:
     truth_file: Path | None = None
     frames: dict[str, pd.DataFrame] = field(default_factory=dict)  # the out-of-fold predictions it ranked
     config: dict = field(default_factory=dict)  # the experiment's saved config, as plain data
-    mode: str = ADAPTIVE
+    mode: str = FIXED
     thresholds: dict = field(default_factory=dict)  # the thresholds used, by kind (or task) and class
-    pooling: dict = field(default_factory=dict)  # the pooling used per person-level task (mean or learnt)
     seconds: float = 0.0  # reading and ranking, outputs not included
     experiments: list[str] = field(default_factory=list)  # the experiments averaged (the first's config and data)
     reviewed: Reviewed = field(default_factory=Reviewed)  # the units kept as labelled, never flagged
@@ -71,6 +68,8 @@ class NoiseReport:
     tta: str = "none"  # the out-of-fold predictions ranked: flip (oof_flip.csv) or none (oof.csv)
     lacking: dict[str, list[Path]] = field(default_factory=dict)  # exp -> its oof.csv files without oof_flip.csv
     neighbours: list[str] = field(default_factory=list)  # the tasks ranked on the nearest training photos' votes
+    ranked_only: dict[str, int] = field(default_factory=dict)  # kind -> units a rank-only rule would flag
+    draft_kept: Path | None = None  # an edited draft left as it was (the new one went beside it)
 
     @property
     def flagged(self) -> pd.DataFrame:
@@ -106,35 +105,22 @@ def run_finder(
     wandb_mode: str | None = None,
     min_confidence: float = MIN_CONFIDENCE,
     progress: bool = True,
-    mode: str = ADAPTIVE,
-    pooling: str = MEAN,
+    mode: str = FIXED,
     reviewed: Sequence[str] = (),
-    tta: str = AUTO,
     neighbours: bool = False,
 ) -> NoiseReport:
-    """Rank every unit of experiment ``exp`` and write suspects.csv, the contact sheet of the top ``top``
-    and the draft of the flagged. Several experiments (a list, or ``"A,B"``) are an ensemble: each photo's
-    out-of-fold probabilities are averaged over them (:func:`read_ensemble`), the first gives the config and
-    data, and the outputs go to ``runs/<A>/noise+<B>...``. ``mode``: ``adaptive`` (per-class thresholds from
-    the out-of-fold probabilities) or ``fixed`` (``min_confidence`` for every rule); ``pooling``: ``mean``
-    or ``learnt``, how a person's photos are pooled (:mod:`analysis.noise.pooling`). The units under
-    ``reviewed:`` in the experiment's corrections files and in the files ``reviewed`` (looked at and kept as
-    labelled) are ranked last and never flagged. ``tta``: the out-of-fold predictions ranked, ``flip`` (the
-    ``oof_flip.csv`` files: each photo and its mirror, averaged), ``none`` (``oof.csv``) or ``auto`` (flip when
-    every fold has them, else none, with a warning naming the command that writes them). ``neighbours``: rank
-    gender and age on the votes of each photo's nearest training photos (``oof_neighbours.csv``, written by
-    ``predict.py --neighbours``) instead of the models' probabilities."""
+    """Rank every unit of experiment ``exp`` (several, a list or ``"A,B"``: an ensemble, each photo's
+    probabilities averaged) and write suspects.csv, the contact sheet of the top ``top`` and the draft of the
+    flagged (docs/noise-finder.md). ``mode``: ``fixed`` (``min_confidence`` for every rule) or ``adaptive``;
+    ``reviewed``: corrections files whose ``reviewed:`` units are ranked last and never flagged;
+    ``neighbours``: rank gender and age on the nearest training photos' votes (``oof_neighbours.csv``)."""
     if mode not in THRESHOLD_MODES:
         raise ConfigError(f"thresholds {mode!r}: expected one of {', '.join(THRESHOLD_MODES)}")
-    if pooling not in POOLINGS:
-        raise ConfigError(f"pooling {pooling!r}: expected one of {', '.join(POOLINGS)}")
-    if tta not in TTA_CHOICES:
-        raise ConfigError(f"tta {tta!r}: expected one of {', '.join(TTA_CHOICES)}")
     start = time.perf_counter()
     names = experiment_names(exp)
     experiment = exp_dir(runs_dir, names[0])
     dirs = [exp_dir(runs_dir, n) for n in names]
-    tta, lacking = choose_tta(dirs, tta)
+    tta, lacking = choose_tta(dirs)
     if lacking:
         log.warning(
             "%d fold(s) have no out-of-fold predictions in flip TTA (runs trained before training wrote them), so "
@@ -161,9 +147,9 @@ def run_finder(
     review = read_reviewed_units(frames, data, reviewed)
     ages = data.ages or None
     suspects = find_suspects(
-        frames, ages, cuts, data.files, min_confidence, progress, mode, pooling, review.units, person_frames
+        frames, ages, cuts, data.files, min_confidence, progress, mode, review.units, person_frames
     )
-    thresholds, pooled = suspects.attrs.get("thresholds", {}), suspects.attrs.get("pooling", {})
+    thresholds, ranked_only = suspects.attrs.get("thresholds", {}), suspects.attrs.get("ranked_only", {})
     held_back = suspects.attrs.get("held_back", {})
     reviewed_said = {"files": review.files, "units": review.counts(), "held_back": held_back}
     seconds = time.perf_counter() - start
@@ -173,8 +159,8 @@ def run_finder(
     csv = out_dir / SUSPECTS_NAME
     with atomic_path(csv) as tmp:
         suspects.to_csv(tmp, index=False, float_format="%.4f")
-    draft = out_dir / DRAFT_NAME
-    write_text_atomic(draft, draft_corrections(suspects, names[0], cuts, data.relabel, str(draft), names[1:]))
+    draft, kept = draft_place(out_dir)
+    write_draft(draft, draft_corrections(suspects, names[0], cuts, data.relabel, str(draft), names[1:], ranked_only))
     changes = None
     if data.images is not None:
         changes = len(check_draft(draft, data.images))
@@ -183,9 +169,8 @@ def run_finder(
     truth_file = None
     if scores is not None:
         truth_file = out_dir / TRUTH_SCORES_NAME
-        rule = {"thresholds": mode, "min_confidence": min_confidence, "used": thresholds, "pooling": pooled, "tta": tta}
-        rule["neighbours"] = list(person_frames)
-        rule["reviewed"] = reviewed_said
+        rule = {"thresholds": mode, "min_confidence": min_confidence, "used": thresholds, "tta": tta}
+        rule |= {"neighbours": list(person_frames), "reviewed": reviewed_said, "ranked_only": ranked_only}
         write_text_atomic(truth_file, json.dumps({**rule, "scores": scores}, indent=2) + "\n")
 
     cfg = _wandb_config(config_path, names[0])
@@ -195,7 +180,7 @@ def run_finder(
     if wandb_run_mode != "disabled":
         counts = suspects.loc[suspects["flag"], "kind"].value_counts().reindex(KINDS, fill_value=0).to_dict()
         summary = {"exp": names[0], "ensemble": names, "thresholds": mode, "min_confidence": min_confidence}
-        summary["pooling"], summary["tta"], summary["neighbours"] = pooled, tta, list(person_frames)
+        summary["tta"], summary["neighbours"] = tta, list(person_frames)
         summary["reviewed"] = reviewed_said
         summary |= {"missing_tasks": missing, "counts": counts, "thresholds_used": thresholds}
         log_wandb(cfg, wandb_run_mode, suspects.head(top), data.files, sheet, summary, progress)
@@ -214,7 +199,6 @@ def run_finder(
         config,
         mode,
         thresholds,
-        pooled,
         seconds,
         names,
         review,
@@ -222,4 +206,6 @@ def run_finder(
         tta,
         lacking,
         list(person_frames),
+        ranked_only,
+        kept,
     )
