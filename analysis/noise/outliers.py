@@ -1,8 +1,8 @@
 """Outlier photos: each photo's surprises (its mask label, its disagreement with the person's other photos,
 how unlike them it looks), combined into one confidence; the mask model's contradiction of the photo's
 mask label; every photo ranked by the stronger of the two. Only the mask model's contradiction flags: the
-unusual-photo test's flags were right 2-15% of the time in every measurement (docs/noise-finder.md), so it
-ranks only (``attrs["ranked_only"]`` counts the photos it alone would flag)."""
+unusual-photo test's flags were mostly wrong in the measurements (docs/noise-finder.md), so it ranks only
+(``attrs["ranked_only"]`` counts the photos it alone would flag)."""
 
 from __future__ import annotations
 

@@ -76,8 +76,8 @@ def draft_corrections(
     left = [f"{n} {RANKED_ONLY_WHY[k]}" for k, n in (ranked_only or {}).items() if n and k in RANKED_ONLY_WHY]
     if left:
         lines += [
-            f"# Left out: {' and '.join(left)} past their rules' thresholds. Those flags were right 2-25% of the",
-            "# time in every measurement (docs/noise-finder.md), so they are only ranked: see suspects.csv.",
+            f"# Left out: {' and '.join(left)} past their rules' thresholds. Those rules' flags were mostly",
+            "# wrong in every measurement (docs/noise-finder.md), so they are only ranked: see suspects.csv.",
         ]
     sections: dict[str, list[str]] = {"gender": [], "age": [], "swap_incorrect_normal": [], "exclude_images": []}
     for r in suspects.itertuples(index=False):

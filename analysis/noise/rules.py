@@ -1,6 +1,6 @@
 """The decision rules for a person's labels: person posteriors, the gender and age rankings, and the
 swapped ``incorrect_mask``/``normal`` pairs; each ranks every unit, and gender and swaps flag some (see
-:mod:`analysis.noise.thresholds`). Age ranks only: its flags were right 2-25% of the time in every
+:mod:`analysis.noise.thresholds`). Age ranks only: its flags were right 2-18% of the time in every
 measurement (docs/noise-finder.md); ``attrs["ranked_only"]`` counts those its rule would flag."""
 
 from __future__ import annotations
