@@ -326,3 +326,15 @@ def test_errors_are_one_line(tmp_path):
     (tmp_path / "truth" / "disputed.csv").write_text("person,kind\np,gender\n")
     with pytest.raises(DataError, match="disputed.csv: missing column"):
         noise.read_disputed(tmp_path)
+
+
+def test_help_fits_on_one_screen(monkeypatch):
+    """python -m analysis.noise --help on an 80-column terminal: at most 40 lines, every option named."""
+    from analysis.noise.command import build_parser
+
+    monkeypatch.setenv("COLUMNS", "80")
+    text = build_parser().format_help()
+    assert len(text.splitlines()) <= 40, text
+    for option in ("--exp", "--thresholds", "--min-confidence", "--reviewed", "--neighbours", "--top", "--out"):
+        assert option in text
+    assert "--tta" not in text and "--pooling" not in text

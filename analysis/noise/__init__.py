@@ -16,25 +16,10 @@ planted errors), ``finder`` (the run), ``command`` (the command line).
 
 from analysis.noise.command import main
 from analysis.noise.finder import experiment_names, run_finder
-from analysis.noise.outliers import outlier_suspects, photo_scores
-from analysis.noise.outputs import (
-    DRAFT_NAME,
-    SHEET_NAME,
-    SUSPECTS_NAME,
-    check_draft,
-    draft_corrections,
-    draft_place,
-    log_wandb,
-    write_draft,
-)
+from analysis.noise.outliers import photo_scores
+from analysis.noise.outputs import DRAFT_NAME, SHEET_NAME, check_draft, draft_corrections, log_wandb
 from analysis.noise.ranking import find_suspects
-from analysis.noise.reading import (
-    NEIGHBOUR_TASKS,
-    choose_tta,
-    read_ensemble,
-    read_neighbours,
-    read_oof_frames,
-)
+from analysis.noise.reading import read_ensemble
 from analysis.noise.rules import age_suspects, gender_suspects, mask_swap_suspects, person_posteriors, swap_pairs
 from analysis.noise.suspects import (
     ADAPTIVE,
@@ -46,7 +31,7 @@ from analysis.noise.suspects import (
     THRESHOLD_MODES,
     scaled_score,
 )
-from analysis.noise.thresholds import class_thresholds, judge
+from analysis.noise.thresholds import judge
 from analysis.noise.truth import TOP_FACTOR, TRUTH_SCORES_NAME, read_disputed, read_truth, score_suspects
 
 __all__ = [
@@ -55,20 +40,15 @@ __all__ = [
     "DRAFT_NAME",
     "FIXED",
     "MIN_CONFIDENCE",
-    "NEIGHBOUR_TASKS",
     "PROB_FLOOR",
     "SHEET_NAME",
-    "SUSPECTS_NAME",
     "SUSPECT_COLUMNS",
     "THRESHOLD_MODES",
     "TOP_FACTOR",
     "TRUTH_SCORES_NAME",
     "age_suspects",
     "check_draft",
-    "choose_tta",
-    "class_thresholds",
     "draft_corrections",
-    "draft_place",
     "experiment_names",
     "find_suspects",
     "gender_suspects",
@@ -76,17 +56,13 @@ __all__ = [
     "log_wandb",
     "main",
     "mask_swap_suspects",
-    "outlier_suspects",
     "person_posteriors",
     "photo_scores",
     "read_disputed",
     "read_ensemble",
-    "read_neighbours",
-    "read_oof_frames",
     "read_truth",
     "run_finder",
     "scaled_score",
     "score_suspects",
     "swap_pairs",
-    "write_draft",
 ]

@@ -22,6 +22,7 @@ def _thresholds_text(thresholds: dict) -> str:
 
 
 def summarize(report: NoiseReport) -> str:
+    """The printed summary: what was ranked and flagged, from what, where the outputs are, and the truth scores."""
     s = report.suspects
     counts = ", ".join(
         f"{k} {int((s['kind'] == k).sum())} ({int((s['flag'] & (s['kind'] == k)).sum())})" for k in KINDS
@@ -63,16 +64,22 @@ def summarize(report: NoiseReport) -> str:
         kept = report.draft_kept
         lines.append(f"{kept} was edited since the finder wrote it: left as it is, the new draft is beside it")
     lines.append(f"review it, then: python train.py --set 'data.relabel=[{report.draft}]' ...")
-    if report.truth_scores:
-        lines.append(f"against the planted errors in {report.data.data_dir / TRUTH_DIR} ({report.truth_file}):")
-        for kind, e in report.truth_scores.items():
-            p, r, t = (f"{v:.2f}" if v is not None else "-" for v in (e["precision"], e["recall"], e["recall_top_n"]))
-            extra = f", {e['flagged_disputed']} disputed people flagged" if e.get("flagged_disputed") else ""
-            lines.append(
-                f"  {kind}: found {e['found']}/{e['planted']}, flagged {e['flagged']}: precision {p}, recall {r}"
-                f"{extra}; recall in the top {e['top_n']} of the ranking {t}"
-            )
-    return "\n".join(lines)
+    return "\n".join(lines + _truth_lines(report))
+
+
+def _truth_lines(report: NoiseReport) -> list[str]:
+    """A synthetic set's scores: per planted kind, found, flagged, precision, recall and top-2x recall."""
+    if not report.truth_scores:
+        return []
+    lines = [f"against the planted errors in {report.data.data_dir / TRUTH_DIR} ({report.truth_file}):"]
+    for kind, e in report.truth_scores.items():
+        p, r, t = (f"{v:.2f}" if v is not None else "-" for v in (e["precision"], e["recall"], e["recall_top_n"]))
+        extra = f", {e['flagged_disputed']} disputed people flagged" if e.get("flagged_disputed") else ""
+        lines.append(
+            f"  {kind}: found {e['found']}/{e['planted']}, flagged {e['flagged']}: precision {p}, recall {r}"
+            f"{extra}; recall in the top {e['top_n']} of the ranking {t}"
+        )
+    return lines
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,12 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--exp",
         required=True,
         action="append",
+        metavar="NAME",
         help="experiment; several (--exp A --exp B, or A,B) are an ensemble, each photo's probabilities averaged",
     )
-    p.add_argument("--runs-dir", default="runs", help="where the experiments are (default: runs)")
-    p.add_argument("--data-dir", help="the data (default: the experiment's saved data.dir)")
-    p.add_argument("--out", help="output folder (default: runs/<exp>/noise; an ensemble's: runs/<A>/noise+<B>...)")
-    p.add_argument("--top", type=int, default=24, help="units on the contact sheet and in W&B (default 24)")
+    p.add_argument("--runs-dir", default="runs", metavar="DIR", help="where the experiments are (default: runs)")
+    p.add_argument("--data-dir", metavar="DIR", help="the data (default: the experiment's saved data.dir)")
+    p.add_argument(
+        "--out", metavar="DIR", help="output folder (default: runs/<exp>/noise; an ensemble's: runs/<A>/noise+<B>...)"
+    )
+    p.add_argument(
+        "--top", type=int, default=24, metavar="N", help="units on the contact sheet and in W&B (default 24)"
+    )
     p.add_argument(
         "--thresholds",
         choices=THRESHOLD_MODES,
@@ -101,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-confidence",
         type=float,
         default=MIN_CONFIDENCE,
+        metavar="C",
         help="the fixed cut; the adaptive thresholds' ceiling (default 0.9)",
     )
     p.add_argument(
@@ -115,7 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="rank gender and age on the nearest training photos' votes (python predict.py --exp EXP --neighbours)",
     )
-    p.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"], help="default: the experiment's")
+    p.add_argument(
+        "--wandb",
+        choices=["auto", "online", "offline", "disabled"],
+        metavar="MODE",
+        help="W&B: auto, online, offline or disabled (default: the experiment's)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks for data errors")
     return p
