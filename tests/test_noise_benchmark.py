@@ -1,13 +1,14 @@
-"""The noise-finder benchmark records the settings of the models it measured: each task's own, since one
-experiment may hold separate models trained differently (a weak gender model beside a strong mask model)."""
+"""The noise-finder benchmark records the settings of the models it measured (each task's own, since one
+experiment may hold separate models trained differently), and writes a summary a person reads."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
 
-from benchmarks.noise_finder import task_settings
+from benchmarks.noise_finder import ROOT, compact_json, summary, task_settings
 from rundir.layout import CONFIG, OOF_FILES, run_dir
 
 
@@ -46,3 +47,26 @@ def test_settings_follow_the_predictions_read(tmp_path):
     assert task_settings(experiment, ["gender"], "none") == {}  # no oof.csv: no model to describe
     (run_dir(tmp_path, "exp", "gender", 0) / OOF_FILES["none"]).write_text("")
     assert task_settings(experiment, ["gender"], "none")["gender"]["max_epochs"] == 1
+
+
+def test_the_results_file_is_a_summary_a_person_reads():
+    """The results file keeps every measured number and says how it was made; the per-unit lists go to runs/
+    (the full results), and each value that fits goes on one line."""
+    scores = {"gender": {"planted": 14, "flagged": 17, "found": 13, "precision": 0.7647, "recall": 0.9286}}
+    units = {"gender": {"missed": [{"person": "p1", "rank": 15}], "false_alarms": [{"person": "p2", "rank": 3}]}}
+    full = {
+        "produced_by": {"command": "python benchmarks/noise_finder.py --exp e"},
+        "model": {"train_seconds": 3.0, "train_seconds_per_run": {"multihead/fold0": 3.0}},
+        "modes": {"fixed": {"flagged": 20, "scores": scores, "units": units}},
+    }
+    text = compact_json(summary(full))
+    assert json.loads(text) == {
+        "produced_by": full["produced_by"],
+        "model": {"train_seconds": 3.0},
+        "modes": {"fixed": {"flagged": 20, "scores": scores}},
+    }
+    assert "missed" not in text and full["modes"]["fixed"]["units"] == units  # the full results are untouched
+    assert '"gender": {"planted": 14, "flagged": 17, "found": 13, "precision": 0.7647, "recall": 0.9286}' in text
+    for path in (ROOT / "benchmarks" / "results").glob("noise-finder-*.json"):
+        saved = json.loads(path.read_text())
+        assert "command" in saved["produced_by"] and all("units" not in m for m in saved["modes"].values()), path

@@ -1,5 +1,5 @@
-"""The noise finder's command line, ``python -m analysis.noise`` (options in the package doc), and the
-summary it prints."""
+"""The noise finder's command line, ``python -m analysis.noise`` (docs/noise-finder.md), and the summary it
+prints."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ import sys
 from collections.abc import Sequence
 
 from analysis.noise.finder import NoiseReport, run_finder
-from analysis.noise.outputs import COMMAND
-from analysis.noise.pooling import MEAN, POOLINGS
-from analysis.noise.reading import AUTO, TTA_CHOICES, write_command
-from analysis.noise.suspects import ADAPTIVE, KINDS, MIN_CONFIDENCE, THRESHOLD_MODES
+from analysis.noise.outputs import COMMAND, RANKED_ONLY_WHY
+from analysis.noise.reading import write_command
+from analysis.noise.suspects import FIXED, KINDS, MIN_CONFIDENCE, THRESHOLD_MODES
 from analysis.noise.truth import TRUTH_DIR
 from core.errors import run_cli
 from rundir.layout import OOF, OOF_FLIP, OOF_NEIGHBOURS
@@ -23,6 +22,7 @@ def _thresholds_text(thresholds: dict) -> str:
 
 
 def summarize(report: NoiseReport) -> str:
+    """The printed summary: what was ranked and flagged, from what, where the outputs are, and the truth scores."""
     s = report.suspects
     counts = ", ".join(
         f"{k} {int((s['kind'] == k).sum())} ({int((s['flag'] & (s['kind'] == k)).sum())})" for k in KINDS
@@ -41,8 +41,9 @@ def summarize(report: NoiseReport) -> str:
             f"{' and '.join(report.neighbours)} ranked on the votes of each photo's nearest training photos "
             f"({OOF_NEIGHBOURS}), not on the models' probabilities"
         )
-    if report.pooling:
-        lines.append("photos pooled per person: " + ", ".join(f"{t} {how}" for t, how in report.pooling.items()))
+    left = [f"{n} {RANKED_ONLY_WHY[k]}" for k, n in report.ranked_only.items() if n and k in RANKED_ONLY_WHY]
+    if left:
+        lines.append(f"ranked, not flagged (their flags were measured mostly wrong): {', '.join(left)}")
     if report.reviewed.files:
         listed = ", ".join(f"{k} {n}" for k, n in report.reviewed.counts().items())
         held = sum(report.held_back.values())
@@ -59,83 +60,79 @@ def summarize(report: NoiseReport) -> str:
         lines.append(f"contact sheet: {report.sheet}")
     check = f" (applies cleanly: {report.draft_changes} changes)" if report.draft_changes is not None else ""
     lines.append(f"draft corrections{check}: {report.draft}")
+    if report.draft_kept:
+        kept = report.draft_kept
+        lines.append(f"{kept} was edited since the finder wrote it: left as it is, the new draft is beside it")
     lines.append(f"review it, then: python train.py --set 'data.relabel=[{report.draft}]' ...")
-    if report.truth_scores:
-        lines.append(f"against the planted errors in {report.data.data_dir / TRUTH_DIR} ({report.truth_file}):")
-        for kind, e in report.truth_scores.items():
-            p, r, t = (f"{v:.2f}" if v is not None else "-" for v in (e["precision"], e["recall"], e["recall_top_n"]))
-            extra = f", {e['flagged_disputed']} disputed people flagged" if e.get("flagged_disputed") else ""
-            lines.append(
-                f"  {kind}: found {e['found']}/{e['planted']}, flagged {e['flagged']}: precision {p}, recall {r}"
-                f"{extra}; recall in the top {e['top_n']} of the ranking {t}"
-            )
-    return "\n".join(lines)
+    return "\n".join(lines + _truth_lines(report))
+
+
+def _truth_lines(report: NoiseReport) -> list[str]:
+    """A synthetic set's scores: per planted kind, found, flagged, precision, recall and top-2x recall."""
+    if not report.truth_scores:
+        return []
+    lines = [f"against the planted errors in {report.data.data_dir / TRUTH_DIR} ({report.truth_file}):"]
+    for kind, e in report.truth_scores.items():
+        p, r, t = (f"{v:.2f}" if v is not None else "-" for v in (e["precision"], e["recall"], e["recall_top_n"]))
+        extra = f", {e['flagged_disputed']} disputed people flagged" if e.get("flagged_disputed") else ""
+        lines.append(
+            f"  {kind}: found {e['found']}/{e['planted']}, flagged {e['flagged']}: precision {p}, recall {r}"
+            f"{extra}; recall in the top {e['top_n']} of the ranking {t}"
+        )
+    return lines
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=COMMAND,
         description=sys.modules[__package__].__doc__.split("\n")[0],  # the package doc's first line
-        epilog="Decision rule: see the package doc (analysis/noise/__init__.py).",
+        epilog="Method, outputs and measurements: docs/noise-finder.md.",
     )
     p.add_argument(
         "--exp",
         required=True,
         action="append",
-        help="experiment name: reads runs/<exp>/<task>/fold<k>/oof_flip.csv (see --tta). Several (--exp A --exp B, "
-        "or --exp A,B: seeds, backbones or recipes on the same data) are an ensemble: each photo's probabilities "
-        "are averaged",
+        metavar="NAME",
+        help="experiment; several (--exp A --exp B, or A,B) are an ensemble, each photo's probabilities averaged",
     )
-    p.add_argument("--runs-dir", default="runs", help="where the experiments are (default: runs)")
-    p.add_argument("--data-dir", help="the data (default: the experiment's saved data.dir)")
+    p.add_argument("--runs-dir", default="runs", metavar="DIR", help="where the experiments are (default: runs)")
+    p.add_argument("--data-dir", metavar="DIR", help="the data (default: the experiment's saved data.dir)")
     p.add_argument(
-        "--top", type=int, default=24, help="top of the ranking on the contact sheet and in W&B (default 24)"
+        "--out", metavar="DIR", help="output folder (default: runs/<exp>/noise; an ensemble's: runs/<A>/noise+<B>...)"
     )
-    p.add_argument("--out", help="output folder (default: runs/<exp>/noise; an ensemble's: runs/<A>/noise+<B>...)")
-    p.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"], help="default: the experiment's")
+    p.add_argument(
+        "--top", type=int, default=24, metavar="N", help="units on the contact sheet and in W&B (default 24)"
+    )
     p.add_argument(
         "--thresholds",
         choices=THRESHOLD_MODES,
-        default=ADAPTIVE,
-        help="adaptive: per-class thresholds from the out-of-fold probabilities (default); fixed: --min-confidence",
+        default=FIXED,
+        help="fixed: one cut, --min-confidence (default); adaptive: per-class thresholds from the predictions",
     )
     p.add_argument(
         "--min-confidence",
         type=float,
         default=MIN_CONFIDENCE,
-        help="the cut of every rule with --thresholds fixed, the most any adaptive threshold can be, and the "
-        "unusual-photo test's level (default 0.9)",
-    )
-    p.add_argument(
-        "--pooling",
-        choices=POOLINGS,
-        default=MEAN,
-        help="how a person's photos are pooled for gender and age: mean (default: every photo alike) or learnt "
-        "(each kind of photo weighed by what it tells, fitted to the given labels across the people)",
+        metavar="C",
+        help="the fixed cut; the adaptive thresholds' ceiling (default 0.9)",
     )
     p.add_argument(
         "--reviewed",
         action="append",
         default=[],
         metavar="FILE",
-        help="a corrections file (datamodules/relabel.py's format) whose reviewed: section lists units already "
-        "looked at and kept as labelled: ranked last, never flagged (repeatable; the experiment's own "
-        "data.relabel files are read too)",
-    )
-    p.add_argument(
-        "--tta",
-        choices=TTA_CHOICES,
-        default=AUTO,
-        help="the out-of-fold predictions ranked: flip (oof_flip.csv, which training writes: each photo and its "
-        "mirror, averaged, as the submission predicts), none (oof.csv), or auto (default: flip when every fold "
-        "has them, else none)",
+        help="corrections file whose reviewed: units are ranked last, never flagged (repeatable)",
     )
     p.add_argument(
         "--neighbours",
         action="store_true",
-        help="rank gender and age on the votes of each photo's nearest training photos in its fold model's feature "
-        "space (oof_neighbours.csv, written by python predict.py --exp EXP --neighbours) instead of the models' "
-        "probabilities: better with a weak model, which can be sure and wrong about a kind of person",
+        help="rank gender and age on the nearest training photos' votes (python predict.py --exp EXP --neighbours)",
+    )
+    p.add_argument(
+        "--wandb",
+        choices=["auto", "online", "offline", "disabled"],
+        metavar="MODE",
+        help="W&B: auto, online, offline or disabled (default: the experiment's)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks for data errors")
@@ -159,9 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.min_confidence,
             progress=not args.quiet,
             mode=args.thresholds,
-            pooling=args.pooling,
             reviewed=args.reviewed,
-            tta=args.tta,
             neighbours=args.neighbours,
         )
         print(summarize(report), flush=True)

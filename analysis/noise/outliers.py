@@ -1,6 +1,8 @@
 """Outlier photos: each photo's surprises (its mask label, its disagreement with the person's other photos,
 how unlike them it looks), combined into one confidence; the mask model's contradiction of the photo's
-mask label; every photo ranked by the stronger of the two, and the photos they flag."""
+mask label; every photo ranked by the stronger of the two. Only the mask model's contradiction flags: the
+unusual-photo test's flags were mostly wrong in the measurements (docs/noise-finder.md), so it ranks only
+(``attrs["ranked_only"]`` counts the photos it alone would flag)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ from scipy.stats import chi2
 from tqdm.auto import tqdm
 
 from analysis.noise.suspects import (
-    ADAPTIVE,
     FIXED,
     MIN_CONFIDENCE,
     PROB_FLOOR,
@@ -148,11 +149,11 @@ def outlier_suspects(
     scores: pd.DataFrame,
     explained: set[tuple[str, str]] = frozenset(),
     min_confidence: float = MIN_CONFIDENCE,
-    mode: str = ADAPTIVE,
+    mode: str = FIXED,
 ) -> pd.DataFrame:
-    """Every photo, ranked: the mask model's contradiction of its mask label (thresholds per ``mode``) and
-    how unusual it is on the whole (outlier confidence against ``min_confidence`` in both modes: a level
-    of significance, not a model's confidence). Photos of a flagged swap are explained, never flagged."""
+    """Every photo, ranked by the stronger of the mask model's contradiction of its mask label (thresholds
+    per ``mode``; the only reason that flags) and how unusual it is on the whole (outlier confidence against
+    ``min_confidence`` in both modes: a level of significance). Photos of a flagged swap are explained."""
     keys = scores.index
     n = len(keys)
     done = np.array([k in explained for k in keys], bool)
@@ -197,10 +198,12 @@ def outlier_suspects(
             "confidence": conf,
             "threshold": thr,
             "score": score,
-            "flag": m_flag | u_flag,
+            "flag": m_flag,
             "reviewed": False,
             "reason": reasons,
         },
         columns=SUSPECT_COLUMNS,
     )
-    return ranked(table, thresholds)
+    out = ranked(table, thresholds)
+    out.attrs["ranked_only"] = {"outlier": int((u_flag & ~m_flag).sum())}
+    return out

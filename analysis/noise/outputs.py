@@ -1,8 +1,10 @@
-"""What the noise finder writes besides suspects.csv: the draft corrections file (the flagged units), the
-contact sheet of the top of the ranking, and the W&B table."""
+"""What the noise finder writes besides suspects.csv: the draft corrections file (the flagged units; one the
+user has edited is never overwritten), the contact sheet of the top of the ranking, and the W&B table."""
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import logging
 from collections.abc import Sequence
@@ -16,6 +18,7 @@ from tqdm.auto import tqdm
 from analysis.noise.rules import group_range
 from analysis.noise.suspects import KINDS, SUSPECT_COLUMNS, image_stem
 from callbacks.wandb_run import init_run
+from core.atomic import write_text_atomic
 from core.tasks import TASKS
 from datamodules.relabel import apply_relabels
 from rundir.layout import noise_dir
@@ -25,7 +28,12 @@ log = logging.getLogger("noise")
 SUSPECTS_NAME = "suspects.csv"
 DRAFT_NAME = "corrections-draft.yaml"
 SHEET_NAME = "suspects.png"
+DRAFT_HASHES = ".drafts.sha256.json"  # beside the drafts: the hash of each as the finder wrote it
 COMMAND = "python -m analysis.noise"
+RANKED_ONLY_WHY = {  # the rules that rank without flagging, and why (docs/noise-finder.md)
+    "age": "age suggestions",
+    "outlier": "unusual photos",
+}
 
 
 def _nearest_age(given_text: str, suggested_text: str, cuts: tuple[int, int]) -> int | None:
@@ -46,10 +54,11 @@ def draft_corrections(
     relabel: Sequence[str] = (),
     draft_path: str = "",
     averaged_with: Sequence[str] = (),
+    ranked_only: dict[str, int] | None = None,
 ) -> str:
     """The flagged units as a corrections file (datamodules/relabel.py's format), one comment of evidence
     each (a table without a ``flag`` column counts as all flagged); ``averaged_with``: the other experiments
-    of an ensemble."""
+    of an ensemble; ``ranked_only``: by kind, the units the rank-only rules would flag, said as left out."""
     if "flag" in suspects:
         suspects = suspects[suspects["flag"].astype(bool)]
     q = json.dumps  # a JSON string is a valid double-quoted YAML string
@@ -64,6 +73,12 @@ def draft_corrections(
         f"#   python train.py --exp {exp}-clean --set 'data.relabel=[{files}]'",
         "# (keep the corrections files the experiment already used first in the list). Format: datamodules/relabel.py.",
     ]
+    left = [f"{n} {RANKED_ONLY_WHY[k]}" for k, n in (ranked_only or {}).items() if n and k in RANKED_ONLY_WHY]
+    if left:
+        lines += [
+            f"# Left out: {' and '.join(left)} past their rules' thresholds. Those rules' flags were mostly",
+            "# wrong in every measurement (docs/noise-finder.md), so they are only ranked: see suspects.csv.",
+        ]
     sections: dict[str, list[str]] = {"gender": [], "age": [], "swap_incorrect_normal": [], "exclude_images": []}
     for r in suspects.itertuples(index=False):
         note = f"  # {r.confidence:.3f}: {r.reason}"
@@ -100,6 +115,36 @@ def draft_corrections(
         *(f"  {kind}: []" for kind in KINDS),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _hashes(out_dir: Path) -> dict[str, str]:
+    record = out_dir / DRAFT_HASHES
+    return json.loads(record.read_text()) if record.is_file() else {}
+
+
+def draft_place(out_dir: Path) -> tuple[Path, Path | None]:
+    """Where the draft goes: ``corrections-draft.yaml``, unless that file differs from what the finder last
+    wrote there (the user edited it, or an older finder wrote it): then beside it, the first
+    ``corrections-draft-<n>.yaml`` free or unedited. Returns that path and the edited draft left alone."""
+    hashes, (stem, suffix) = _hashes(out_dir), DRAFT_NAME.rsplit(".", 1)
+    kept = None
+    for n in itertools.count(1):
+        path = out_dir / (DRAFT_NAME if n == 1 else f"{stem}-{n}.{suffix}")
+        if not path.is_file() or hashes.get(path.name) == _sha256(path.read_text()):
+            return path, kept
+        kept = kept or path
+    raise AssertionError("unreachable")
+
+
+def write_draft(path: Path, text: str) -> None:
+    """Write the draft and record its hash beside it (:func:`draft_place` then knows an edited one)."""
+    write_text_atomic(path, text)
+    hashes = _hashes(path.parent) | {path.name: _sha256(text)}
+    write_text_atomic(path.parent / DRAFT_HASHES, json.dumps(hashes, indent=1) + "\n")
 
 
 def check_draft(path: Path, images: pd.DataFrame) -> pd.DataFrame:

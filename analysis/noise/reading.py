@@ -24,9 +24,6 @@ from rundir.layout import (
     HOLDOUT,
     KEY,
     NEIGHBOURS,
-    OOF,
-    OOF_FILES,
-    OOF_FLIP,
     OOF_NEIGHBOURS,
     OOF_READINGS,
     fold_dirs,
@@ -35,32 +32,18 @@ from rundir.layout import (
 
 log = logging.getLogger("noise")
 
-AUTO = "auto"  # the flip TTA's out-of-fold predictions where every fold has them, else those without TTA
-TTA_CHOICES = (AUTO, *OOF_FILES)  # the out-of-fold predictions the finder can rank: auto, none, flip
 WRITE_OPTIONS = {"flip": "--oof --tta flip", NEIGHBOURS: "--neighbours"}  # predict.py's, by the file it writes
 NEIGHBOUR_TASKS = ("gender", "age")  # what --neighbours ranks on the nearest training photos' votes: a person's
 # own traits, alike in every photo (a mask state is one photo's; the outlier check reads the models' own outputs)
 
 
-def choose_tta(exp_dirs: Sequence[Path], tta: str) -> tuple[str, dict[str, list[Path]]]:
-    """The out-of-fold predictions to read (``none``: ``oof.csv``; ``flip``: ``oof_flip.csv``, the submission's
-    flip TTA, which training writes beside it) for ``tta`` (``auto``: flip when every fold of every experiment
-    has them, else none), and by experiment its ``oof.csv`` files without ``oof_flip.csv`` beside them. ``flip``
-    where some have none: a DataError naming the command that writes them."""
-    lacking: dict[str, list[Path]] = {}
-    if tta != "none":
-        found = {Path(d).name: without_tta(Path(d)) for d in exp_dirs if Path(d).is_dir()}
-        lacking = {name: files for name, files in found.items() if files}
-    if tta == "flip" and lacking:
-        first = next(iter(lacking.values()))[0]
-        raise DataError(
-            f"--tta flip: {sum(map(len, lacking.values()))} fold(s) have no {OOF_FLIP} beside their {OOF} (e.g. "
-            f"{first}; runs trained before training wrote it): {write_command(lacking, 'flip')} writes them; or rank "
-            f"on {OOF} with --tta none"
-        )
-    if tta == AUTO:
-        tta = "none" if lacking else "flip"
-    return tta, lacking
+def choose_tta(exp_dirs: Sequence[Path]) -> tuple[str, dict[str, list[Path]]]:
+    """The out-of-fold predictions to rank: ``flip`` (``oof_flip.csv``, each photo and its mirror averaged, as
+    the submission predicts; training writes it beside ``oof.csv``) where every fold of every experiment has
+    them, else ``none`` (``oof.csv``); and by experiment its ``oof.csv`` files without ``oof_flip.csv``."""
+    found = {Path(d).name: without_tta(Path(d)) for d in exp_dirs if Path(d).is_dir()}
+    lacking = {name: files for name, files in found.items() if files}
+    return ("none" if lacking else "flip"), lacking
 
 
 def write_command(experiments: Iterable[str], reading: str) -> str:

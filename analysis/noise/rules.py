@@ -1,15 +1,14 @@
 """The decision rules for a person's labels: person posteriors, the gender and age rankings, and the
-swapped ``incorrect_mask``/``normal`` pairs; each ranks every unit and flags some (see
-:mod:`analysis.noise.thresholds`)."""
+swapped ``incorrect_mask``/``normal`` pairs; each ranks every unit, and gender and swaps flag some (see
+:mod:`analysis.noise.thresholds`). Age ranks only: its flags were right 2-18% of the time in every
+measurement (docs/noise-finder.md); ``attrs["ranked_only"]`` counts those its rule would flag."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from analysis.noise.pooling import MEAN, pool
 from analysis.noise.suspects import (
-    ADAPTIVE,
     AGE_MARGIN_YEARS,
     FIXED,
     INCORRECT,
@@ -18,6 +17,7 @@ from analysis.noise.suspects import (
     SUSPECT_COLUMNS,
     log_probs,
     ranked,
+    softmax,
 )
 from analysis.noise.thresholds import class_thresholds, judge, thresholds_by_name
 from core.tasks import COMPETITION_AGE_CUTS, TASKS
@@ -25,23 +25,23 @@ from core.tasks import COMPETITION_AGE_CUTS, TASKS
 MASK_CLASSES = TASKS["mask"].num_classes
 
 
-def person_posteriors(frame: pd.DataFrame, task: str, pooling: str = MEAN) -> pd.DataFrame:
-    """Per person: the given label, each label's probability (the photos pooled: :mod:`analysis.noise.pooling`),
-    the best label, and how many photos favour it; ``attrs["pooling"]`` is the pooling used."""
+def person_posteriors(frame: pd.DataFrame, task: str) -> pd.DataFrame:
+    """Per person: the given label, each label's probability (the normalised geometric mean of their photos'
+    probabilities: one person's photos are one piece of evidence seen several times, so they are averaged,
+    not multiplied), the best label, and how many photos favour it."""
     k = TASKS[task].num_classes
     lp = pd.DataFrame(log_probs(frame, k), index=frame["person"].to_numpy())
     grouped = lp.groupby(level=0, sort=True)
-    pooled = pool(frame, task, pooling)
-    post, people = pooled.probs, pooled.people
+    means = grouped.mean()
+    post, people = softmax(means.to_numpy()), means.index
     out = pd.DataFrame(post, index=people, columns=[f"p{c}" for c in range(k)])
-    out["given"] = pooled.given
+    out["given"] = frame.groupby("person", sort=True)["label"].first().reindex(people).to_numpy().astype(int)
     out["pred"] = post.argmax(1)
     out["confidence"] = post.max(1)
     out["photos"] = grouped.size().to_numpy()
     favours = lp.to_numpy().argmax(1) == out["pred"].reindex(lp.index).to_numpy()
     out["agree"] = pd.Series(favours, index=lp.index).groupby(level=0, sort=True).sum().reindex(people).astype(int)
     out.index.name = "person"
-    out.attrs["pooling"] = pooled.pooling
     return out
 
 
@@ -95,22 +95,18 @@ def _judged(post: pd.DataFrame, k: int, mode: str, min_confidence: float, eligib
     return judge(probs, post["given"].to_numpy(), mode, min_confidence, eligible)
 
 
-def _finish(table: pd.DataFrame, task: str, post: pd.DataFrame, thresholds: np.ndarray) -> pd.DataFrame:
-    out = ranked(table, {task: thresholds_by_name(thresholds, TASKS[task].classes)})
-    out.attrs["pooling"] = {task: post.attrs["pooling"]}
-    return out
+def _finish(table: pd.DataFrame, task: str, thresholds: np.ndarray) -> pd.DataFrame:
+    return ranked(table, {task: thresholds_by_name(thresholds, TASKS[task].classes)})
 
 
-def gender_suspects(
-    frame: pd.DataFrame, min_confidence: float = MIN_CONFIDENCE, mode: str = ADAPTIVE, pooling: str = MEAN
-) -> pd.DataFrame:
+def gender_suspects(frame: pd.DataFrame, min_confidence: float = MIN_CONFIDENCE, mode: str = FIXED) -> pd.DataFrame:
     """Every person, ranked by how strongly their photos, pooled, contradict the given gender."""
     names = TASKS["gender"].classes
-    post = person_posteriors(frame, "gender", pooling)
+    post = person_posteriors(frame, "gender")
     v = _judged(post, len(names), mode, min_confidence)
     given = [names[g] for g in post["given"]]
     table = _person_table("gender", post, v, given, [names[s] for s in v.suggestion], _favours("gender", post))
-    return _finish(table, "gender", post, v.thresholds)
+    return _finish(table, "gender", v.thresholds)
 
 
 def age_suspects(
@@ -119,14 +115,13 @@ def age_suspects(
     cuts: tuple[int, int] = COMPETITION_AGE_CUTS,
     min_confidence: float = MIN_CONFIDENCE,
     margin: int = AGE_MARGIN_YEARS,
-    mode: str = ADAPTIVE,
-    pooling: str = MEAN,
+    mode: str = FIXED,
 ) -> pd.DataFrame:
-    """Every person, ranked by how strongly their photos contradict the given age group; ``ages`` (person ->
-    years) keeps a group ``margin`` years or less from the given age from being suggested, and gives the
-    suggested age."""
+    """Every person, ranked by how strongly their photos contradict the given age group, none flagged
+    (``attrs["ranked_only"]``: how many the rule would flag); ``ages`` (person -> years) keeps a group
+    ``margin`` years or less from the given age from being suggested, and gives the suggested age."""
     names = TASKS["age"].classes
-    post = person_posteriors(frame, "age", pooling)
+    post = person_posteriors(frame, "age")
     known = [(ages or {}).get(p) for p in post.index]
     eligible = np.array(
         [[a is None or _years_outside(a, g, cuts) >= margin for g in range(len(names))] for a in known], bool
@@ -140,8 +135,11 @@ def age_suspects(
             reasons[i] += f"; given age {age} is within {margin} years of every other group"
         elif age is not None:
             reasons[i] += f"; given age {age} is {_years_outside(age, int(s), cuts)} years outside {names[s]}"
-    table = _person_table("age", post, v, given, suggested, reasons)
-    return _finish(table, "age", post, v.thresholds)
+    would = int(v.flag.sum())
+    v.flag = np.zeros_like(v.flag)
+    out = _finish(_person_table("age", post, v, given, suggested, reasons), "age", v.thresholds)
+    out.attrs["ranked_only"] = {"age": would}
+    return out
 
 
 def swap_pairs(mask: pd.DataFrame) -> pd.DataFrame:
@@ -167,9 +165,7 @@ def swap_pairs(mask: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def mask_swap_suspects(
-    mask: pd.DataFrame, min_confidence: float = MIN_CONFIDENCE, mode: str = ADAPTIVE
-) -> pd.DataFrame:
+def mask_swap_suspects(mask: pd.DataFrame, min_confidence: float = MIN_CONFIDENCE, mode: str = FIXED) -> pd.DataFrame:
     """Every incorrect/normal pair, ranked by P(swapped). A pair is a unit with two labels, "as given" and
     "swapped"; every pair is given "as given", so the threshold of "swapped" is, by symmetry, the mean
     P(as given) over the pairs (a swapped pair looks like a typical pair with the photos exchanged), at most

@@ -1,27 +1,14 @@
-"""How a rule decides: per-class thresholds from the out-of-fold probabilities themselves (confident
-learning), or one fixed cut, and for every unit its suggested label, confidence, threshold, score and flag.
+"""How a rule decides, for every unit: its suggested label, confidence, threshold, score and flag.
 
-Confident learning (Northcutt, Jiang and Chuang, "Confident learning: estimating uncertainty in dataset
-labels", JAIR 2021), implemented here from the paper:
-
-- the threshold of class ``c`` is the mean probability of ``c`` over the units labelled ``c`` (the model's
-  average self-confidence on that class), but never more than the fixed cut (0.9): a model surer than 9 to
-  1 on its typical unit would otherwise ask a suspect for more than 9 to 1, and miss the errors it is only
-  fairly sure of (the quick preset's gender model averages 0.95 over people, most of them at the 0.99
-  ceiling; with thresholds that high, simulated strong models lost 13-25% of the planted flips);
-- a unit's confident label is, among the classes whose probability reaches their threshold, the most
-  probable one (none when no class reaches its threshold); counting them by given label gives the
-  confident joint ``C[y][c]``;
-- calibration: the units with no confident label are left out of ``C``, so each row is scaled up to the
-  number of units with that given label, ``C[y][c] * n_y / sum_c' C[y][c']``: that is how many units
-  labelled ``y`` are estimated to be ``c`` in truth;
-- prune by noise rate: that many units of the cell (given ``y``, suggested ``c``) are flagged, the ones
-  with the highest scores, and only where ``c`` is the model's most probable label.
-
-A model unsure of everything gets low thresholds, a sure one the fixed cut; the calibration counts the
-errors that sit below a threshold, which a plain ``p >= threshold`` rule would miss. With the fixed cut,
-a unit is flagged when its suggestion is the most probable label with a probability of at least the cut.
-"""
+``fixed`` (the default): one cut for every rule; a unit is flagged when its suggestion is the model's most
+probable label with a probability of at least the cut. ``adaptive``: confident learning (Northcutt, Jiang
+and Chuang, JAIR 2021), from the paper: class ``c``'s threshold is the mean probability of ``c`` over the
+units labelled ``c``, at most the cut; a unit's confident label is the most probable class that reaches its
+threshold; counting those by given label gives the confident joint ``C[y][c]``, scaled per row to the
+number of units labelled ``y`` (the units with no confident label are left out of ``C``); that many units of
+each (given ``y``, suggested ``c``) cell are flagged, the highest scored, where ``c`` is the model's most
+probable label. The ceiling keeps a model surer than 9 to 1 on its typical unit from asking that much of a
+suspect."""
 
 from __future__ import annotations
 
@@ -29,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.noise.suspects import ADAPTIVE, FIXED, THRESHOLD_MODES, scaled_score
+from analysis.noise.suspects import FIXED, THRESHOLD_MODES, scaled_score
 
 
 def class_thresholds(probs: np.ndarray, labels: np.ndarray, fallback: float) -> np.ndarray:
@@ -59,7 +46,7 @@ class Verdict:
 def judge(
     probs: np.ndarray,
     labels: np.ndarray,
-    mode: str = ADAPTIVE,
+    mode: str = FIXED,
     cut: float = 0.9,
     eligible: np.ndarray | None = None,
     thresholds: np.ndarray | None = None,
