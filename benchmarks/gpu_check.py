@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import os
 import platform
@@ -106,6 +107,9 @@ class Check:
         if isinstance(value, dict):
             value.setdefault("section_seconds", round(time.perf_counter() - started, 1))
             value.setdefault("peak_gpu_gib", peak_gpu_gib())
+        gc.collect()  # a failed section's model and batches: not into the next one's memory
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
         self.put(keys, value)
         print(json.dumps(value), flush=True)
         return value
@@ -148,6 +152,9 @@ def environment() -> dict:
         "timm": timm.__version__,
         "cuda": torch.version.cuda if cuda else None,
         "cudnn": torch.backends.cudnn.version() if cuda else None,
+        # what fp32 means on the card: TF32 matrix products and convolutions, or true fp32
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
         "albumentations": _version("albumentations"),
         "madgrad": _version("madgrad"),
         "cpu_count": os.cpu_count(),
