@@ -131,7 +131,7 @@ def model_only(cfg: Config, mean, std, variant: Variant, sizes: Sizes) -> dict:
     """Training images/s of the model alone on random uint8 batches already on the device."""
     backend = sizes.compile_backend if variant.compile else None
     result = model_only_train(
-        cfg, mean, std, variant.bf16, variant.channels_last, sizes.warmup_steps, sizes.steps, compile=backend
+        cfg, mean, std, variant.bf16, variant.channels_last, sizes.warmup_steps, sizes.steps, compile_backend=backend
     )
     return _described(result, variant, variant.channels_last, compile_backend=backend)
 

@@ -22,16 +22,16 @@ def sync() -> None:
 
 
 def model_only_train(
-    cfg: Config, mean, std, bf16: bool, channels_last: bool, warmup: int, steps: int, compile: str | None = None
+    cfg: Config, mean, std, bf16: bool, channels_last: bool, warmup: int, steps: int, compile_backend: str | None = None
 ) -> dict:
     """Images/s of forward + loss + backward (+ MADGRAD every ``accumulate`` batches) on random uint8 batches;
-    ``compile``: a ``torch.compile`` backend for the backbone (as ``trainer.compile`` does), or None."""
+    ``compile_backend``: a ``torch.compile`` backend for the backbone (as ``trainer.compile`` does), or None."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     module = TaskModule("age", cfg.to_dict(), mean, std, class_counts=[1, 1, 1]).to(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     net = module.model.to(memory_format=fmt)
-    if compile:
-        net.compile(backend=compile)  # in place, as train.py compiles the backbone
+    if compile_backend:
+        net.compile(backend=compile_backend)  # in place, as train.py compiles the backbone
     optimizer = build_optimizer(net.parameters(), cfg.optim)
     batch = cfg.loader.batch_size
     accumulate = accumulation(cfg.trainer.effective_batch, batch, 1)
