@@ -21,12 +21,17 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def model_only_train(cfg: Config, mean, std, bf16: bool, channels_last: bool, warmup: int, steps: int) -> dict:
-    """Images/s of forward + loss + backward (+ MADGRAD every ``accumulate`` batches) on random uint8 batches."""
+def model_only_train(
+    cfg: Config, mean, std, bf16: bool, channels_last: bool, warmup: int, steps: int, compile_backend: str | None = None
+) -> dict:
+    """Images/s of forward + loss + backward (+ MADGRAD every ``accumulate`` batches) on random uint8 batches;
+    ``compile_backend``: a ``torch.compile`` backend for the backbone (as ``trainer.compile`` does), or None."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     module = TaskModule("age", cfg.to_dict(), mean, std, class_counts=[1, 1, 1]).to(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     net = module.model.to(memory_format=fmt)
+    if compile_backend:
+        net.compile(backend=compile_backend)  # in place, as train.py compiles the backbone
     optimizer = build_optimizer(net.parameters(), cfg.optim)
     batch = cfg.loader.batch_size
     accumulate = accumulation(cfg.trainer.effective_batch, batch, 1)
@@ -145,19 +150,25 @@ def loader_rate(loader: DataLoader, warmup: int, batches: int, consume=None) -> 
     return round(n / (time.perf_counter() - start), 1)
 
 
-def naive_e2e(files, cfg, mean, std, workers: int, warmup: int, batches: int) -> dict:
-    """The seed's way end to end: fp32 NCHW model fed by the PIL/torchvision loader."""
+def naive_e2e(
+    files, cfg, mean, std, workers: int, warmup: int, batches: int, bf16: bool = False, channels_last: bool = False
+) -> dict:
+    """The seed's way end to end: the PIL/torchvision loader feeding the model (fp32 NCHW as the seed, unless
+    ``bf16`` or ``channels_last`` say otherwise)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     module = TaskModule("age", cfg.to_dict(), mean, std, class_counts=[1, 1, 1]).to(device)
-    net = module.model
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    net = module.model.to(memory_format=fmt)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     optimizer = build_optimizer(net.parameters(), cfg.optim)
     accumulate = accumulation(cfg.trainer.effective_batch, cfg.loader.batch_size, 1)
     labels = torch.randint(0, 3, (cfg.loader.batch_size,), device=device)
     state = {"i": 0}
 
     def consume(images: torch.Tensor) -> None:
-        images = images.to(device, non_blocking=True)
-        loss = module.criterion(net(images), labels[: len(images)]) / accumulate
+        images = images.to(device, non_blocking=True).contiguous(memory_format=fmt)
+        with autocast:
+            loss = module.criterion(net(images), labels[: len(images)]) / accumulate
         loss.backward()
         state["i"] += 1
         if state["i"] % accumulate == 0:
