@@ -1,0 +1,108 @@
+"""What a resumed, moved, overwritten or diverged run keeps meaning: a resume may change only where, how long
+and how visibly it trains (not the precision, compile, the weights' average or the corrections' labels), a moved
+run keeps its best score, the last finished run survives interrupted overwrites, and a non-finite loss or model
+is an error, never a finished run or a submission of class 0."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from conftest import tiny_argv
+
+import train as train_cli
+from configs.config import Config
+from rundir.claim import claim_run_dir, settings_that_differ, settle_replaced
+from rundir.layout import REPLACED
+
+SETTINGS = ["model.backbone=test_resnet", "trainer.max_epochs=1", "trainer.progress_bar=false"]
+
+
+def _cli(layout: Path, tmp_path: Path, *extra: str, task: str = "mask") -> int:
+    argv = [*tiny_argv(layout, tmp_path, *SETTINGS), "--exp", "r", "--task", task, "--fold", "0", *extra]
+    return train_cli.main(argv)
+
+
+def _snapshot(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"}
+
+
+def _one_error(capsys) -> str:
+    """The single ``error:`` line a failed command printed (and no traceback)."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+# --- what a resume may change -----------------------------------------------------------------------------------------
+
+
+def test_resume_refuses_precision_compile_and_ema_but_takes_epochs_patience_and_logging(layout, tmp_path, capsys):
+    assert _cli(layout, tmp_path) == 0
+    out = tmp_path / "runs" / "r" / "mask" / "fold0"
+    before = _snapshot(out)
+    more = ["--resume", "--set", "trainer.max_epochs=2"]
+    assert _cli(layout, tmp_path, *more, "--set", "trainer.ema_decay=0.9") == 2
+    err = _one_error(capsys)
+    assert "trainer.ema_decay: checkpoint 0.0, asked 0.9" in err and "--overwrite" in err
+    changed = ["--set", "trainer.precision=bf16-mixed", "--set", "trainer.compile=true"]
+    assert _cli(layout, tmp_path, *more, *changed) == 2
+    err = _one_error(capsys)
+    assert "trainer.precision: checkpoint 'auto', asked 'bf16-mixed'" in err and "trainer.compile" in err
+    assert _snapshot(out) == before  # nothing written
+    harmless = ["trainer.early_stopping_patience=3", "trainer.log_every_n_steps=1", "trainer.worst_images=2"]
+    assert _cli(layout, tmp_path, *more, *[a for s in harmless for a in ("--set", s)]) == 0
+    assert pd.read_csv(out / "metrics.csv")["epoch"].tolist() == [0, 1]
+
+
+def test_a_setting_the_checkpoint_does_not_name_counts_as_its_default():
+    saved = Config().to_dict()
+    del saved["model"]["drop_rate"]  # a checkpoint saved before the setting existed
+    assert settings_that_differ(saved, Config().to_dict()) == []
+    asked = Config().to_dict()
+    asked["model"]["drop_rate"] = 0.2
+    assert settings_that_differ(saved, asked) == ["model.drop_rate: checkpoint 0.0, asked 0.2"]
+
+
+# --- the last finished run survives overwrites that do not finish -----------------------------------------------------
+
+
+def _finished_run(out: Path) -> None:
+    out.mkdir(parents=True)
+    for name in ("best.ckpt", "last.ckpt", "oof.csv", "oof_flip.csv", "config.yaml", "metrics.csv"):
+        (out / name).write_text(f"finished {name}")
+    (out / "done.json").write_text(json.dumps({"max_epochs": 1}))
+
+
+def test_two_interrupted_overwrites_keep_the_last_finished_run(tmp_path):
+    out = tmp_path / "run"
+    _finished_run(out)
+    for attempt in ("first", "second"):  # each --overwrite saves a checkpoint, then is stopped
+        assert claim_run_dir(out, resume=False, overwrite=True, max_epochs=1)
+        (out / "config.yaml").write_text(f"{attempt} config")
+        (out / "last.ckpt").write_text(f"{attempt} last.ckpt")
+        settle_replaced(out)  # as train() does when it stops
+        assert (out / REPLACED / "done.json").is_file()
+        assert (out / REPLACED / "best.ckpt").read_text() == "finished best.ckpt"
+    # the second attempt can be resumed; the finished run goes only once it finishes
+    assert claim_run_dir(out, resume=True, overwrite=False, max_epochs=1)
+    assert (out / "last.ckpt").read_text() == "second last.ckpt"
+    (out / "done.json").write_text("second done.json")
+    settle_replaced(out)
+    assert not (out / REPLACED).exists() and (out / "done.json").read_text() == "second done.json"
+
+
+def test_an_overwrite_stopped_before_its_checkpoint_gives_back_the_finished_run_not_an_unfinished_one(tmp_path):
+    out = tmp_path / "run"
+    _finished_run(out)
+    assert claim_run_dir(out, resume=False, overwrite=True, max_epochs=1)
+    (out / "last.ckpt").write_text("unfinished last.ckpt")
+    settle_replaced(out)
+    assert claim_run_dir(out, resume=False, overwrite=True, max_epochs=1)  # the unfinished one is dropped
+    assert sorted(p.name for p in out.iterdir()) == [REPLACED]
+    (out / "config.yaml").write_text("killed before a checkpoint")
+    assert claim_run_dir(out, resume=True, overwrite=False, max_epochs=1) is False  # finished: skipped
+    assert {p.name: p.read_text() for p in out.iterdir()}["last.ckpt"] == "finished last.ckpt"
+    assert (out / "config.yaml").read_text() == "finished config.yaml" and not (out / REPLACED).exists()
