@@ -66,6 +66,25 @@ def test_a_setting_the_checkpoint_does_not_name_counts_as_its_default():
     assert settings_that_differ(saved, asked) == ["model.drop_rate: checkpoint 0.0, asked 0.2"]
 
 
+# --- the corrections files are part of what a checkpoint was trained on -----------------------------------------------
+
+
+def test_resume_after_the_corrections_changed_is_refused(layout, tmp_path, capsys):
+    fixes = tmp_path / "fixes.yaml"
+    fixes.write_text('gender: {"000001": male}\n')
+    relabel = ["--set", f"data.relabel=[{fixes}]"]
+    assert _cli(layout, tmp_path, *relabel) == 0
+    out = tmp_path / "runs" / "r" / "mask" / "fold0"
+    before = _snapshot(out)
+    fixes.write_text('gender: {"000002": female}\n')  # the same file, other corrections
+    assert _cli(layout, tmp_path, *relabel, "--resume", "--set", "trainer.max_epochs=2") == 2
+    err = _one_error(capsys)
+    assert "other labels" in err and str(fixes) in err and "--overwrite" in err
+    assert _snapshot(out) == before
+    fixes.write_text('# reviewed by hand\ngender: {"000001": male}  # as before\n')  # only comments differ
+    assert _cli(layout, tmp_path, *relabel, "--resume", "--set", "trainer.max_epochs=2") == 0
+
+
 # --- the last finished run survives overwrites that do not finish -----------------------------------------------------
 
 
