@@ -6,13 +6,17 @@ is an error, never a finished run or a submission of class 0."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
+import pytest
+import torch
 from conftest import tiny_argv
 
 import train as train_cli
 from configs.config import Config
+from lightning_modules.base import ClassifierModule
 from rundir.claim import claim_run_dir, settings_that_differ, settle_replaced
 from rundir.layout import REPLACED
 
@@ -83,6 +87,29 @@ def test_resume_after_the_corrections_changed_is_refused(layout, tmp_path, capsy
     assert _snapshot(out) == before
     fixes.write_text('# reviewed by hand\ngender: {"000001": male}  # as before\n')  # only comments differ
     assert _cli(layout, tmp_path, *relabel, "--resume", "--set", "trainer.max_epochs=2") == 0
+
+
+# --- a moved run keeps its best score ---------------------------------------------------------------------------------
+
+
+def test_a_moved_run_resumed_for_more_epochs_keeps_its_best_checkpoint(layout, tmp_path, monkeypatch):
+    assert _cli(layout, tmp_path) == 0
+    shutil.move(tmp_path / "runs" / "r", tmp_path / "runs" / "moved")  # the experiment renamed
+    out = tmp_path / "runs" / "moved" / "mask" / "fold0"
+    best = (out / "best.ckpt").read_bytes()
+    update = ClassifierModule.update_scores
+
+    def always_wrong(self, probs, labels, competition):  # the resumed epoch scores val/f1 = 0
+        wrong = torch.nn.functional.one_hot((labels + 1) % probs.shape[1], probs.shape[1]).float()
+        update(self, wrong, labels, competition)
+
+    monkeypatch.setattr(ClassifierModule, "update_scores", always_wrong)
+    assert _cli(layout, tmp_path, "--exp", "moved", "--resume", "--set", "trainer.max_epochs=2") == 0
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert metrics["epoch"].tolist() == [0, 1] and metrics["val/f1"].iloc[1] == 0
+    assert (out / "best.ckpt").read_bytes() == best  # not replaced by the worse epoch
+    done = json.loads((out / "done.json").read_text())
+    assert done["val_f1_best"] == pytest.approx(metrics["val/f1"].iloc[0])
 
 
 # --- the last finished run survives overwrites that do not finish -----------------------------------------------------
