@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import tiny_argv
 
+import predict
 import train as train_cli
 from configs.config import Config
 from lightning_modules.base import ClassifierModule
@@ -110,6 +111,41 @@ def test_a_moved_run_resumed_for_more_epochs_keeps_its_best_checkpoint(layout, t
     assert (out / "best.ckpt").read_bytes() == best  # not replaced by the worse epoch
     done = json.loads((out / "done.json").read_text())
     assert done["val_f1_best"] == pytest.approx(metrics["val/f1"].iloc[0])
+
+
+# --- a non-finite loss or model is an error ---------------------------------------------------------------------------
+
+
+def test_a_non_finite_loss_stops_the_run_with_where_and_the_likely_setting(layout, tmp_path, capsys, monkeypatch):
+    step = ClassifierModule.training_step
+
+    def diverging(self, batch, batch_idx):
+        loss = step(self, batch, batch_idx)
+        return loss * float("nan") if batch_idx >= 2 else loss
+
+    monkeypatch.setattr(ClassifierModule, "training_step", diverging)
+    assert _cli(layout, tmp_path) == 2
+    err = _one_error(capsys)
+    assert "epoch 0, batch 2 " in err and "optim.lr=0.003" in err and "--overwrite" in err
+    out = tmp_path / "runs" / "r" / "mask" / "fold0"
+    assert not (out / "done.json").exists() and not (out / "oof.csv").exists()
+
+
+def test_prediction_refuses_a_model_with_non_finite_weights(layout, tmp_path, capsys):
+    assert _cli(layout, tmp_path, task="multihead") == 0
+    ckpt = tmp_path / "runs" / "r" / "multihead" / "fold0" / "best.ckpt"
+    saved = torch.load(ckpt, weights_only=True)
+    head = next(k for k in saved["state_dict"] if k.startswith("heads.mask") and k.endswith("weight"))
+    saved["state_dict"][head] = torch.full_like(saved["state_dict"][head], float("nan"))
+    torch.save(saved, ckpt)
+    (ckpt.parent / "oof_flip.csv").unlink()  # so that --oof --tta flip predicts it anew
+    settings = [f"runs_dir={tmp_path / 'runs'}", f"data.cache_dir={tmp_path / 'cache'}", *SETTINGS[2:]]
+    argv = ["--exp", "r", "--wandb", "disabled", *[a for s in settings for a in ("--set", s)], "--folds", "0"]
+    for extra in ([], ["--oof", "--tta", "flip"]):
+        assert predict.main([*argv, *extra]) == 2
+        err = _one_error(capsys)
+        assert str(ckpt) in err and "NaN or infinite probabilities" in err and "--overwrite" in err
+    assert not (tmp_path / "runs" / "r" / "submission.csv").exists()
 
 
 # --- the last finished run survives overwrites that do not finish -----------------------------------------------------
