@@ -157,7 +157,7 @@ def train(
 ) -> Path:
     """Train ``task`` on ``fold``; return its run directory. With ``resume``, continue from last.ckpt (when it
     was trained with the same settings), or skip the run when it finished already; with ``overwrite``, replace
-    an earlier run (whose results are kept until the new one has a checkpoint). One process per run directory.
+    an earlier run (whose results are kept until the new one finishes). One process per run directory.
     ``data``: ``prepare(cfg)``'s result, when the caller has it; ``callbacks``: more Lightning callbacks;
     ``resume_hint``: the command that resumes the run, told when a signal stops it."""
     fold = parse_fold(fold, cfg.data.n_folds)
@@ -179,7 +179,7 @@ def train(
         try:
             return _fit(cfg, task, fold, out, resume, saved, data, callbacks, resume_hint)
         finally:
-            settle_replaced(out)  # an overwritten run's results: dropped once this one has a checkpoint
+            settle_replaced(out)  # an overwritten run's results: dropped once this one finishes
 
 
 def _fit(

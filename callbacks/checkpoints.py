@@ -1,5 +1,5 @@
-"""Checkpointing (``best.ckpt`` on ``val/f1``, ``last.ckpt`` for ``--resume``), early stopping, learning-rate
-monitoring, and per-epoch metrics as CSV."""
+"""Checkpointing (``best.ckpt`` on ``val/f1``, ``last.ckpt`` for ``--resume``), stopping on a non-finite loss,
+early stopping, learning-rate monitoring, and per-epoch metrics as CSV."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import EarlyStopping, EMAWeightAveraging, LearningRateMonitor
 
+from callbacks.finite_loss import FiniteLoss
 from callbacks.resume import RESUME_HINT, AtomicModelCheckpoint, LastCheckpoint, SamplerPosition, ScheduleLength
 from configs.config import Config
 from core.atomic import atomic_path
@@ -20,8 +21,11 @@ def training_callbacks(
 ) -> list[pl.Callback]:
     """What a training run leaves in ``run_dir``: ``best.ckpt``, ``last.ckpt`` (``resume_hint``: the command that
     resumes the run, told when a signal stops it), ``metrics.csv``; and the weights' moving average
-    (``trainer.ema_decay``), early stopping and the learning-rate monitor when asked for."""
+    (``trainer.ema_decay``), early stopping and the learning-rate monitor when asked for. A loss or weights that
+    stop being finite end the run with an error (before a checkpoint holds them)."""
+    t = cfg.trainer
     callbacks: list[pl.Callback] = [
+        FiniteLoss(likely_cause(cfg), (t.checkpoint_every_n_steps, t.log_every_n_steps)),
         AtomicModelCheckpoint(
             dirpath=run_dir,
             filename=BEST,
@@ -43,6 +47,14 @@ def training_callbacks(
     if lr_monitor:
         callbacks.append(LearningRateMonitor("epoch"))
     return callbacks
+
+
+def likely_cause(cfg: Config) -> str:
+    """The settings that most likely made the training loss NaN or infinite, and what to do."""
+    cause = f"optim.lr={cfg.optim.lr:g} is likely too high for optim.name={cfg.optim.name}: lower it"
+    if cfg.trainer.precision == "16-mixed":
+        cause += ", or use trainer.precision=bf16-mixed (float16 overflows sooner)"
+    return cause
 
 
 class EpochMetricsCSV(pl.Callback):

@@ -12,6 +12,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 
 from core.atomic import atomic_path
 from core.distributed import gather_rows
+from lightning_modules.finite import check_finite_probs
 from rundir.layout import AGE, OOF, OOF_COLUMNS, OOF_FLIP, prob_columns
 
 
@@ -36,6 +37,7 @@ class OOFWriter(BasePredictionWriter):
         if not trainer.is_global_zero:
             return
         probs = probs.cpu().numpy()
+        check_finite_probs(probs, trainer.ckpt_path)  # NaN would be written as empty cells
         if len(probs) != len(self.frame):
             raise RuntimeError(f"{len(probs)} predictions for {len(self.frame)} validation images")
         out = self.frame[OOF_COLUMNS[:-1]].reset_index(drop=True).copy()  # then the label, the age, the probabilities

@@ -81,12 +81,36 @@ def save_checkpoint_atomic(trainer: pl.Trainer, path: str | Path, weights_only: 
 
 
 class AtomicModelCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` whose files are written through :func:`atomic_checkpoint`."""
+    """``ModelCheckpoint`` whose files are written through :func:`atomic_checkpoint`, and whose best score
+    survives a run folder that was moved or renamed since the checkpoint was saved."""
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         with atomic_checkpoint(trainer, filepath) as tmp:
             super()._save_checkpoint(trainer, str(tmp))
         self._last_checkpoint_saved = filepath
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Lightning restores the best score only when the folder is the one saved in the checkpoint; otherwise
+        the next epoch, however worse, would replace ``best.ckpt``. The run's files keep their names in a moved
+        folder, so the saved paths are moved along with it."""
+        before = state_dict.get("dirpath")
+        if before and self.dirpath and before != self.dirpath:
+            state_dict = moved_state(state_dict, before, self.dirpath)
+        super().load_state_dict(state_dict)
+
+
+def moved_state(state: dict[str, Any], before: str, now: str) -> dict[str, Any]:
+    """A ``ModelCheckpoint`` state with the paths of files in the folder ``before`` made paths in ``now``."""
+
+    def move(path: Any) -> Any:
+        if isinstance(path, str) and path and os.path.dirname(path) == before:
+            return os.path.join(now, os.path.basename(path))
+        return path
+
+    moved = {key: move(value) for key, value in state.items()}
+    moved["dirpath"] = now
+    moved["best_k_models"] = {move(path): score for path, score in (state.get("best_k_models") or {}).items()}
+    return moved
 
 
 RESUME_HINT = "the same command with --resume"  # when the caller did not say the command line
@@ -105,15 +129,15 @@ def _batch_progress(trainer: pl.Trainer):
     return trainer.fit_loop.epoch_loop.batch_progress
 
 
-def _epoch_end(trainer: pl.Trainer) -> bool:
+def last_batch_of_epoch(trainer: pl.Trainer) -> bool:
     """Whether the batch that just ran is the epoch's last one."""
     progress = _batch_progress(trainer)
     return bool(progress.is_last_batch) or progress.current.ready >= trainer.num_training_batches
 
 
-def _step_boundary(trainer: pl.Trainer) -> bool:
+def step_boundary(trainer: pl.Trainer) -> bool:
     """Whether the batch that just ran completed an optimizer step (gradient accumulation included)."""
-    return _epoch_end(trainer) or _batch_progress(trainer).current.ready % trainer.accumulate_grad_batches == 0
+    return last_batch_of_epoch(trainer) or _batch_progress(trainer).current.ready % trainer.accumulate_grad_batches == 0
 
 
 class LastCheckpoint(Checkpoint):
@@ -175,7 +199,7 @@ class LastCheckpoint(Checkpoint):
             self._sigint_before = None
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        epoch_end, boundary = _epoch_end(trainer), _step_boundary(trainer)
+        epoch_end, boundary = last_batch_of_epoch(trainer), step_boundary(trainer)
         if trainer.received_sigterm and (epoch_end or not boundary):
             self._hold_sigterm(trainer)
         elif self._sigterm_held and boundary:

@@ -24,7 +24,7 @@ from datamodules.decode import read_rgb
 from datamodules.fingerprint import cache_dir_for, data_fingerprint, write_json_atomic
 from datamodules.folds import load_or_make_splits
 from datamodules.layout import check_data_dir, read_eval, read_train
-from datamodules.relabel import apply_relabels
+from datamodules.relabel import apply_relabels, corrections_fingerprint
 from datamodules.scan import find_undecodable
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, dataset_statistics, geometry_only
 
@@ -35,7 +35,7 @@ STATS_SAMPLE = 1000
 @dataclass
 class PreparedData:
     data_dir: Path
-    fingerprint: str
+    fingerprint: str  # the data set's (see data_fingerprint), then "+" the corrections files' when there are any
     cache: Path
     images: pd.DataFrame  # one row per image after corrections, with labels, fold and holdout columns
     changes: pd.DataFrame  # what the corrections files changed
@@ -165,6 +165,8 @@ def prepare(cfg: Config, progress: bool = True) -> PreparedData:
     if cfg.data.cache_images:
         train_cache = build_cache(raw["file"].tolist(), cfg.augment, cache, "train", progress=progress)
     mean, std = _normalisation(cfg, raw["file"].tolist(), cache, train_cache)
+    corrections = corrections_fingerprint(cfg.data.relabel)  # what a checkpoint was trained on, labels included
+    fingerprint = f"{fingerprint}+{corrections}" if corrections else fingerprint
     return PreparedData(data_dir, fingerprint, cache, images, changes, mean, std, train_cache)
 
 

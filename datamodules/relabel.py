@@ -17,6 +17,8 @@ File format (every section optional; a person is named by id, e.g. ``"006359"``,
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -218,6 +220,18 @@ def apply_relabel(images: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, pd.Da
     _reviewed(data, people, path, problems)  # checked against the data; it changes nothing
     raise_collected(problems, f"relabel file {path} does not fit the data")
     return images[~drop].reset_index(drop=True), pd.DataFrame(changes, columns=CHANGE_COLUMNS)
+
+
+def corrections_fingerprint(names: Sequence[str]) -> str:
+    """A digest of what the corrections files ``names`` say (every section, ``reviewed`` included; not their
+    comments or layout), in order; empty when there are none. A resumed run must see the labels its checkpoint
+    was trained on, and the same names may hold other corrections since."""
+    if not names:
+        return ""
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update(json.dumps(read_relabel(resolve_relabel_path(name)), sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:12]
 
 
 def apply_relabels(images: pd.DataFrame, names: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:

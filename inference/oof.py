@@ -31,8 +31,9 @@ from core.atomic import atomic_path, write_text_atomic
 from core.errors import ConfigError, DataError
 from core.tasks import TASK_NAMES, TASKS, age_group
 from datamodules.prepare import PreparedData, prepare
-from inference.models import CHECKPOINT, inference_device, load_model, preprocessing_key
+from inference.models import CHECKPOINT, inference_device, load_model, preprocessing_key, retrain_hint
 from inference.predictor import TTA_VIEWS, predict_images
+from lightning_modules.finite import check_finite_probs
 from rundir.layout import AGE, FULL, KEY, OOF_CONFUSION, OOF_FILES, OOF_SCORES, prob_columns
 
 log = logging.getLogger("predict")
@@ -74,7 +75,9 @@ def predict_fold(
         data = fold_data(cfg, models[paths[0]], data_dir, prepared)
         files = data.images["file"].to_numpy()[image_rows(data, keys, next(iter(sources.values())).parent)]
         probs = predict_images([models[p] for p in paths], files.tolist(), views, cfg, data.train_cache)
-        per_model.update({p: np.mean(v, axis=0) for p, v in zip(paths, probs, strict=True)})
+        for path, views_probs in zip(paths, probs, strict=True):
+            check_finite_probs(np.stack(views_probs, 1), path, retrain_hint(path))
+            per_model[path] = np.mean(views_probs, axis=0)
     index = pd.MultiIndex.from_frame(keys)
     if save is not None:
         for source in dict.fromkeys(sources.values()):

@@ -30,9 +30,11 @@ from inference.models import (
     inference_device,
     load_model,
     preprocessing_key,
+    retrain_hint,
 )
 from lightning_modules.base import ClassifierModule
 from lightning_modules.ensemble import combine_heads, merge
+from lightning_modules.finite import check_finite_probs
 
 log = logging.getLogger("predict")
 TTA_VIEWS = {"none": [False], "flip": [False, True]}  # horizontal flip of each view
@@ -144,7 +146,9 @@ def predict_eval(
             features.update((p, f) for p, f in zip(paths, found, strict=True) if f is not None)
         else:
             probs = predict_group([models[p] for p in paths], frame, views, cfg, data_dir)
-        per_model.update(zip(paths, probs, strict=True))
+        for path, views_probs in zip(paths, probs, strict=True):
+            check_finite_probs(np.stack(views_probs, 1), path, retrain_hint(path))  # argmax reads NaN as class 0
+            per_model[path] = views_probs
     out = pd.DataFrame({"ImageID": frame["ImageID"].tolist()})
     merged = {}
     for task, paths in checkpoints.items():

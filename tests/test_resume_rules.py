@@ -138,11 +138,14 @@ def test_a_rerun_killed_before_its_first_checkpoint_gets_the_old_results_back_ne
     assert claim_run_dir(out, resume=True, overwrite=False, max_epochs=1)  # the next start puts them back first
     assert (out / "best.ckpt").read_text() == "old best.ckpt" and (out / "config.yaml").read_text() == "old config.yaml"
     assert not (out / REPLACED).exists()
-    # once the new run has a checkpoint, the old results are dropped
+    # once the new run has finished, the old results are dropped (kept while it has only a checkpoint)
     assert claim_run_dir(out, resume=False, overwrite=True, max_epochs=1)
     (out / "last.ckpt").write_text("new last.ckpt")
     settle_replaced(out)
-    assert sorted(p.name for p in out.iterdir()) == ["last.ckpt"]
+    assert (out / REPLACED / "best.ckpt").read_text() == "old best.ckpt"
+    (out / "done.json").write_text("new done.json")
+    settle_replaced(out)
+    assert sorted(p.name for p in out.iterdir()) == ["done.json", "last.ckpt"]
 
 
 HOLDER = """
