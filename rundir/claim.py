@@ -46,6 +46,7 @@ RESUMABLE = (
     "trainer.accelerator",
     "trainer.devices",
     "trainer.num_nodes",
+    "trainer.parallel_jobs",  # --gpus sets it: the loader workers of jobs side by side
     "trainer.strategy",
     "trainer.deterministic",
     "wandb.",

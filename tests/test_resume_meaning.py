@@ -58,6 +58,7 @@ def test_resume_refuses_precision_compile_and_ema_but_takes_epochs_patience_and_
     assert "trainer.precision: checkpoint 'auto', asked 'bf16-mixed'" in err and "trainer.compile" in err
     assert _snapshot(out) == before  # nothing written
     harmless = ["trainer.early_stopping_patience=3", "trainer.log_every_n_steps=1", "trainer.worst_images=2"]
+    harmless.append("trainer.parallel_jobs=4")  # what --gpus sets: only the loader workers change
     assert _cli(layout, tmp_path, *more, *[a for s in harmless for a in ("--set", s)]) == 0
     assert pd.read_csv(out / "metrics.csv")["epoch"].tolist() == [0, 1]
 
