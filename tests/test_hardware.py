@@ -9,10 +9,13 @@ import logging
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
 from fold_check import check_names_and_predictions, train_resume_predict
 
 import train
 from configs.config import load_config
+from core.errors import ConfigError
+from lightning_modules import hardware
 from lightning_modules.hardware import channels_last, cpu_compiler, predict_precision, train_precision
 
 
@@ -94,10 +97,18 @@ def test_a_channels_last_fold_trains_resumes_and_predicts_on_the_cpu(layout, tmp
 
 
 @pytest.mark.skipif(cpu_compiler() is None, reason="torch.compile on a CPU needs a C++ compiler; none found")
-def test_a_compiled_fold_trains_resumes_and_predicts_on_the_cpu(layout, tmp_path):
-    """The slowest test here (torch.compile builds C++ kernels: about a minute on 2 cores, seconds once they are
-    in torch's cache): the tiniest backbone and images, and a run without validation would not test the compiled
-    prediction of the out-of-fold images."""
+def test_a_compiled_fold_trains_resumes_and_predicts_on_the_cpu(layout, tmp_path, monkeypatch):
+    """The slowest test here: torch.compile builds C++ kernels, about 3.5 minutes on 2 busy cores the first time
+    and under a minute once they are in torch's cache. The tiniest backbone, images and batches, all of one shape,
+    and one compiler process."""
+    monkeypatch.setattr("torch._inductor.config.compile_threads", 1)  # no pool of compiler processes on 2 cores
     run = train_resume_predict(layout, tmp_path, "trainer.compile=true")
     assert run["seen"].compiled and not run["seen"].channels_last
     check_names_and_predictions(run, atol=1e-4)
+
+
+def test_compiling_on_a_cpu_without_a_cxx_compiler_is_a_one_line_error(layout, tmp_path, monkeypatch):
+    monkeypatch.setattr(hardware, "cpu_compiler", lambda: None)
+    cfg = tiny_config(layout, tmp_path / "cache", f"runs_dir={tmp_path / 'runs'}", "trainer.compile=true")
+    with pytest.raises(ConfigError, match=r"trainer.compile=true on a CPU needs a C\+\+ compiler"):
+        train.train(cfg, "gender", 0)
