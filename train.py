@@ -41,8 +41,8 @@ from datamodules.prepare import PreparedData, prepare
 from datamodules.summary import summarize
 from inference.oof import write_oof_report
 from inference.submission import write_submission
+from lightning_modules.hardware import channels_last, cuda_facts, ready_for_device, trainer_hardware
 from lightning_modules.multihead import MultiHeadModule
-from lightning_modules.optim import accumulation
 from lightning_modules.ordinal import build_ordinal_loss
 from lightning_modules.task_module import TaskModule
 from lightning_modules.weights import check_weights
@@ -77,20 +77,8 @@ def main_process() -> bool:
 
 
 def hardware(cfg: Config) -> dict:
-    """Accelerator, precision and accumulation: bf16 on CUDA, fp32 on CPU, the effective batch kept."""
-    t = cfg.trainer
-    cuda = t.accelerator in ("gpu", "cuda") or (t.accelerator == "auto" and torch.cuda.is_available())
-    precision = t.precision if t.precision != "auto" else ("bf16-mixed" if cuda else "32-true")
-    accumulate = accumulation(t.effective_batch, cfg.loader.batch_size, t.devices * t.num_nodes)
-    return {
-        "accelerator": "gpu" if cuda else "cpu",
-        "devices": t.devices,
-        "num_nodes": t.num_nodes,
-        "strategy": t.strategy,
-        "precision": precision,
-        "accumulate_grad_batches": accumulate,
-        "benchmark": cuda,
-    }
+    """The Trainer's accelerator, precision, accumulation and cuDNN benchmark on this machine."""
+    return trainer_hardware(cfg, *cuda_facts())
 
 
 def check_settings(cfg: Config, fold: int | str, task: str) -> None:
@@ -221,10 +209,8 @@ def _fit(
         hw["precision"],
     )
     model = build_model(cfg, task, dm)
-    if hw["accelerator"] == "gpu":
-        model = model.to(memory_format=torch.channels_last)
-        if cfg.trainer.compile:
-            model.backbone_module().compile()  # in place: the checkpoint's parameter names stay the same
+    cuda = hw["accelerator"] == "gpu"
+    model = ready_for_device(model, channels_last(cfg.trainer.channels_last, cuda), cfg.trainer.compile, cuda)
     started = time.perf_counter()
     if main:
         save_config(cfg, out / CONFIG)

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from configs.config import Config
 from lightning_modules.base import normalize
+from lightning_modules.hardware import ready_for_device
 from lightning_modules.optim import accumulation, build_optimizer
 from lightning_modules.task_module import TaskModule
 
@@ -64,8 +65,7 @@ def model_only_train(
 def model_only_inference(cfg: Config, mean, std, batch: int, warmup: int, steps: int) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     module = TaskModule("age", cfg.to_dict(), mean, std).to(device).eval()
-    if device.type == "cuda":
-        module = module.to(memory_format=torch.channels_last)
+    module = ready_for_device(module, device.type == "cuda", compile=False, cuda=device.type == "cuda")
     crop = cfg.augment.crop
     images = torch.randint(0, 256, (batch, 3, crop, crop), dtype=torch.uint8, device=device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")

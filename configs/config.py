@@ -137,7 +137,7 @@ class TrainerConfig:
     num_nodes: int = 1  # machines of a multi-node DDP run (torchrun or SLURM start one process per device)
     parallel_jobs: int = 1  # training runs side by side on this machine (--gpus sets it): they share its cores
     strategy: str = "auto"
-    precision: str = choice("auto", "auto", "32", "bf16-mixed", "16-mixed")  # auto: bf16-mixed on CUDA
+    precision: str = choice("auto", "auto", "32", "bf16-mixed", "16-mixed")  # auto: bf16-mixed (16-mixed) on CUDA
     early_stopping_patience: int = 0  # 0 = off
     limit_train_batches: float = 1.0
     limit_val_batches: float = 1.0
@@ -146,7 +146,8 @@ class TrainerConfig:
     progress_bar: bool = True
     worst_images: int = 16  # rows of the W&B table of worst misclassified validation images
     checkpoint_every_n_steps: int = 200  # also save last.ckpt every N optimizer steps (0: at epoch ends only)
-    compile: bool = False  # torch.compile the backbone (CUDA)
+    compile: bool = False  # torch.compile the backbone (on CPU too, with a C++ compiler)
+    channels_last: bool | None = None  # channels_last memory format; None: on CUDA only
     ema_decay: float = 0.0  # > 0: an exponential moving average of the weights, validated and checkpointed
 
 

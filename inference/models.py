@@ -15,6 +15,7 @@ from core.errors import DataError
 from core.tasks import COMPETITION_AGE_CUTS, MULTIHEAD, TASK_NAMES
 from lightning_modules.base import ClassifierModule
 from lightning_modules.checkpoint import model_from_checkpoint
+from lightning_modules.hardware import channels_last, cuda_facts, predict_precision, ready_for_device
 from rundir.layout import BEST_CKPT, run_files, run_place
 
 log = logging.getLogger("predict")
@@ -68,10 +69,16 @@ def load_model(path: Path, device: torch.device, age_cuts: tuple[int, int] | Non
                 "age head (model.age_head=ordinal) can be read at other cuts: leave out --age-cuts"
             )
         model.age_cuts = tuple(age_cuts)
-    model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    return model
+    return ready_to_predict(model.to(device))
+
+
+def ready_to_predict(model: ClassifierModule) -> ClassifierModule:
+    """``model`` (on its inference device) set to predict at the precision it was trained at, in the memory format
+    its settings ask for on that device."""
+    cuda = model.device.type == "cuda"
+    bf16 = cuda and cuda_facts()[1]
+    model.precision = predict_precision(model.trained_precision, model.cfg.trainer.precision, cuda, bf16)
+    return ready_for_device(model, channels_last(model.cfg.trainer.channels_last, cuda), compile=False, cuda=cuda)
 
 
 def inference_device(cfg: Config) -> torch.device:

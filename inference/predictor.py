@@ -35,6 +35,7 @@ from inference.models import (
 from lightning_modules.base import ClassifierModule
 from lightning_modules.ensemble import combine_heads, merge
 from lightning_modules.finite import check_finite_probs
+from lightning_modules.hardware import autocast
 
 log = logging.getLogger("predict")
 TTA_VIEWS = {"none": [False], "flip": [False, True]}  # horizontal flip of each view
@@ -78,20 +79,21 @@ def predict_images(
     outputs: list[list[list[torch.Tensor]]] = [[[] for _ in views] for _ in models]
     embedded: list[list[torch.Tensor] | None] = [[] if f else None for f in features or []]
     device = first.device
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     desc = f"predicting ({len(models)} models x {len(views)} views)"
     try:
         for images, _ in tqdm(loader, desc=desc, unit="batch", disable=not cfg.trainer.progress_bar):
             images = images.to(device, non_blocking=True)
-            with autocast:
-                for v, hflip in enumerate(views):
-                    view = images.flip(-1) if hflip else images
-                    for out, model in zip(outputs, models, strict=True):
+            for v, hflip in enumerate(views):
+                view = images.flip(-1) if hflip else images
+                for out, model in zip(outputs, models, strict=True):
+                    with autocast(model):  # each model at the precision it was trained at
                         out[v].append(model.probabilities(view))
-                if features:  # --group-people: each image's appearance, from the flagged models' backbones
-                    for found, model in zip(embedded, models, strict=True):
-                        if found is not None:
-                            found.append(torch.nn.functional.normalize(model.features(images).float(), dim=1).half())
+            if features:  # --group-people: each image's appearance, from the flagged models' backbones
+                for found, model in zip(embedded, models, strict=True):
+                    if found is not None:
+                        with autocast(model):
+                            feats = model.features(images).float()
+                        found.append(torch.nn.functional.normalize(feats, dim=1).half())
     except (RuntimeError, ConnectionError, EOFError) as exc:
         died = worker_death(exc, [dataset])
         if died is None:

@@ -51,6 +51,11 @@ class ClassifierModule(pl.LightningModule):
         self.ordinal_age = self.cfg.model.age_head == "ordinal"
         self.age_cuts = tuple(self.cfg.data.age_cuts)  # an ordinal age head's groups: settable after training
         self.mixer = build_mixer(self.cfg.augment)  # MixUp/CutMix of training batches, None when off
+        # set for the device by lightning_modules.hardware: batches in channels_last memory, the precision the
+        # model was trained at (from its checkpoint) and the one it predicts at
+        self.channels_last = False
+        self.trained_precision: str | None = None
+        self.precision = "32-true"
 
     def init_heads(self, sizes: dict[str, int], weights: dict[str, float], scored_classes: int) -> None:
         """The heads (name -> classes, in :meth:`probabilities`' column order), their loss weights, and the
@@ -96,7 +101,7 @@ class ClassifierModule(pl.LightningModule):
     def head_logits(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each head's logits for a batch of raw pixels: uint8 (or 0..255 float) NCHW."""
         images = normalize(images, self.pixel_mean, self.pixel_std)
-        if self.device.type == "cuda":
+        if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return self.head_logits_of(images)
 
@@ -196,9 +201,12 @@ class ClassifierModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         best = {name: getattr(self, attr) for name, attr in self.BEST.items()}
         checkpoint["best_scores"] = {name: float(m.compute()) for name, m in best.items() if m.update_count}
+        if self._trainer is not None:  # the precision it trains at (Lightning's name), which it predicts at
+            checkpoint["precision"] = str(self._trainer.precision)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._restored_best = dict(checkpoint.get("best_scores") or {})
+        self.trained_precision = checkpoint.get("precision")
 
     def close_validation(self, more_metrics=()) -> None:
         """End of a validation epoch: log the scores and their bests, keep the epoch's probabilities, labels and
