@@ -32,7 +32,7 @@ from callbacks.oof_writer import OOFWriter
 from callbacks.resume import RESUME_HINT, resume_command
 from callbacks.wandb_media import WandbMediaCallback
 from callbacks.wandb_run import finish_wandb, start_wandb_logger
-from configs.config import Config, load_config, save_config
+from configs.config import Config, check_exp_name, load_config, save_config
 from core.errors import ConfigError, run_cli
 from core.tasks import CLASS18, MULTIHEAD, NUM_CLASSES, TASK_NAMES, TASKS
 from datamodules.datamodule import MaskDataModule, parse_fold
@@ -338,7 +338,7 @@ def config_from_args(args: argparse.Namespace, task: str | None) -> Config:
     if args.data_dir:
         cfg.data.dir = args.data_dir
     if args.exp:
-        cfg.exp = args.exp
+        cfg.exp = check_exp_name(args.exp)
     if args.wandb:
         cfg.wandb.mode = args.wandb
     if args.skip_bad:
