@@ -3,11 +3,17 @@
 
 from __future__ import annotations
 
+import os
+import threading
+
 import pytest
 
 import train
 from configs.config import load_config
-from core.errors import ConfigError
+from core.errors import ConfigError, DataError
+from datamodules.decode import file_problem, read_rgb
+from datamodules.layout import read_eval
+from datamodules.scan import check_image
 from lightning_modules.weights import check_weights
 from rundir.layout import exp_dir
 
@@ -49,3 +55,48 @@ def test_an_empty_weights_file_is_named(tmp_path):
     cfg = load_config(None, [], ["model.backbone=resnet10t", f"model.pretrained_file={empty}"])
     with pytest.raises(ConfigError, match=r"model.pretrained_file: .*weights.pth cannot be read .*EOFError"):
         check_weights(cfg.model)
+
+
+# ------------------------------------------------------------------ image paths: one check for every reader
+
+
+def _spoil_eval_image(layout, how: str) -> str:
+    """Replace the first evaluation image by a FIFO, a dangling link or a loop of links; return its name."""
+    images = layout / "eval" / "images"
+    image = sorted(p for p in images.iterdir() if not p.name.startswith("."))[0]
+    image.unlink()
+    if how == "fifo":
+        os.mkfifo(image)
+    elif how == "dangling":
+        image.symlink_to(layout / "nowhere.jpg")
+    else:
+        image.symlink_to(image.name)  # a link to itself
+    return image.name
+
+
+@pytest.mark.parametrize("how, why", [("fifo", "not a regular file"), ("dangling", "link"), ("loop", "loop")])
+def test_an_eval_image_that_is_no_file_is_named_before_any_model_is_loaded(layout, how, why):
+    name = _spoil_eval_image(layout, how)
+    with pytest.raises(DataError, match=rf"info.csv row \d+: .*{name} .*{why}"):
+        read_eval(layout)
+
+
+def test_decoding_a_fifo_stops_at_once_instead_of_waiting_for_a_writer(tmp_path):
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)
+    found: list[BaseException] = []
+    reader = threading.Thread(target=lambda: _catch(found, read_rgb, str(fifo)), daemon=True)
+    reader.start()
+    reader.join(timeout=20)
+    if reader.is_alive():  # unblock the waiting open so that the test process can end
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    assert not reader.is_alive(), "decoding a FIFO hangs"
+    assert isinstance(found[0], DataError) and "photo.jpg: is not a regular file" in str(found[0])
+    assert check_image(str(fifo), None)[0] == file_problem(str(fifo))  # the training check says the same
+
+
+def _catch(found: list, fn, *args) -> None:
+    try:
+        fn(*args)
+    except BaseException as exc:  # noqa: BLE001 (handed to the test thread)
+        found.append(exc)
