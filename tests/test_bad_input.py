@@ -8,7 +8,10 @@ import threading
 
 import pytest
 
+import predict
 import train
+from analysis import compare
+from analysis.noise import command as noise_command
 from configs.config import load_config
 from core.errors import ConfigError, DataError
 from datamodules.decode import file_problem, read_rgb
@@ -100,3 +103,25 @@ def _catch(found: list, fn, *args) -> None:
         fn(*args)
     except BaseException as exc:  # noqa: BLE001 (handed to the test thread)
         found.append(exc)
+
+
+# ------------------------------------------------------------------ --out: checked before the work
+
+
+def test_compare_and_the_noise_finder_refuse_an_out_folder_that_is_a_file(tmp_path, capsys):
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    runs = ["--runs-dir", str(tmp_path / "runs")]
+    assert compare.main(["--exp", "a", "--exp", "b", *runs, "--out", str(taken)]) == 2
+    assert f"--out {taken} is a file; name a folder" in capsys.readouterr().err
+    assert noise_command.main(["--exp", "a", *runs, "--out", str(taken)]) == 2
+    assert f"--out {taken} is a file; name a folder" in capsys.readouterr().err
+    assert taken.read_text() == "mine"
+
+
+def test_predict_checks_that_out_can_be_written_before_predicting(tmp_path, capsys):
+    (tmp_path / "runs" / "e").mkdir(parents=True)  # no checkpoints: the prediction would fail after the check
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    code = predict.main(["--exp", "e", "--set", f"runs_dir={tmp_path / 'runs'}", "--out", str(taken / "sub.csv")])
+    assert code == 2 and f"{taken} is a file, not a folder" in capsys.readouterr().err
