@@ -153,7 +153,8 @@ class TrainerConfig:
 
 @dataclass
 class WandbConfig:
-    mode: str = choice("auto", "auto", "online", "offline", "disabled")  # auto: online if logged in
+    # auto: W&B's WANDB_MODE when set, else online if logged in
+    mode: str = choice("auto", "auto", "online", "offline", "disabled")
     project: str = "mask-status"
     entity: str | None = None
     dir: str = "wandb"

@@ -12,6 +12,7 @@ import predict
 import train
 from analysis import compare
 from analysis.noise import command as noise_command
+from callbacks.wandb_run import log_report, resolve_mode
 from configs.config import load_config
 from core.errors import ConfigError, DataError
 from datamodules.decode import file_problem, read_rgb
@@ -125,3 +126,14 @@ def test_predict_checks_that_out_can_be_written_before_predicting(tmp_path, caps
     taken.write_text("mine")
     code = predict.main(["--exp", "e", "--set", f"runs_dir={tmp_path / 'runs'}", "--out", str(taken / "sub.csv")])
     assert code == 2 and f"{taken} is a file, not a folder" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the environment and the machine
+
+
+def test_wandb_mode_disabled_in_the_environment_turns_off_the_reports_of_predict(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    cfg = load_config(None, [], [f"wandb.dir={tmp_path / 'wandb'}"])  # wandb.mode: auto
+    log_report(cfg, "oof", {"f1": 0.5}, {})  # predict.py --oof's report
+    assert not (tmp_path / "wandb").exists()
+    assert resolve_mode("offline") == "offline"  # a mode asked for explicitly wins
