@@ -355,6 +355,7 @@ def data_key(cfg: Config) -> str:
 
 def run(args: argparse.Namespace) -> None:
     base = config_from_args(args, None)
+    gpus = jobs_runner.parse_gpus(args.gpus) if args.gpus else None  # before any data work
     jobs = expand(args.task, args.fold, base.data.n_folds)
     configs = {task: config_from_args(args, task) for task in dict.fromkeys(t for t, _ in jobs)}
     for task, fold in jobs:  # mistakes that would stop a job part-way: before any data work
@@ -372,8 +373,7 @@ def run(args: argparse.Namespace) -> None:
             prepared[key] = prepare(cfg, progress=cfg.trainer.progress_bar)
     if args.prepare_only:
         return
-    if args.gpus:  # one train.py process per GPU; the data (caches included) is prepared above, once
-        gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
+    if gpus:  # one train.py process per GPU; the data (caches included) is prepared above, once
         passthrough = jobs_runner.strip_job_args(args.argv)
         jobs_runner.run_jobs([(t, str(f)) for t, f in jobs], gpus, passthrough, exp_dir(base.runs_dir, base.exp) / LOGS)
     else:

@@ -7,6 +7,8 @@ import os
 import threading
 
 import pytest
+import torch
+from conftest import tiny_argv
 
 import predict
 import train
@@ -137,3 +139,11 @@ def test_wandb_mode_disabled_in_the_environment_turns_off_the_reports_of_predict
     log_report(cfg, "oof", {"f1": 0.5}, {})  # predict.py --oof's report
     assert not (tmp_path / "wandb").exists()
     assert resolve_mode("offline") == "offline"  # a mode asked for explicitly wins
+
+
+def test_gpus_on_a_machine_without_gpus_is_an_error_naming_them_before_any_work(layout, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert train.main([*tiny_argv(layout, tmp_path), "--task", "age", "--fold", "0", "--gpus", "0,1"]) == 2
+    assert "--gpus 0,1: asked for GPU(s) 0, 1, but no CUDA GPU is visible" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()  # stopped before preparing the data
