@@ -18,7 +18,8 @@ from callbacks.wandb_run import log_report, resolve_mode
 from configs.config import load_config
 from core.errors import ConfigError, DataError
 from datamodules.decode import file_problem, read_rgb
-from datamodules.layout import read_eval
+from datamodules.layout import read_eval, read_train
+from datamodules.relabel import apply_relabel
 from datamodules.scan import check_image
 from lightning_modules.weights import check_weights
 from rundir.layout import exp_dir
@@ -147,3 +148,15 @@ def test_gpus_on_a_machine_without_gpus_is_an_error_naming_them_before_any_work(
     assert train.main([*tiny_argv(layout, tmp_path), "--task", "age", "--fold", "0", "--gpus", "0,1"]) == 2
     assert "--gpus 0,1: asked for GPU(s) 0, 1, but no CUDA GPU is visible" in capsys.readouterr().err
     assert not (tmp_path / "cache").exists()  # stopped before preparing the data
+
+
+# ------------------------------------------------------------------ corrections files
+
+
+def test_an_unquoted_id_with_leading_zeros_names_that_person_not_an_octal_number(layout, tmp_path):
+    fix = tmp_path / "fix.yaml"
+    fix.write_text("gender: {000001: male}\nage: {000002: 31}\nexclude_people: [000003]\n")  # 000001: octal 1
+    fixed, changes = apply_relabel(read_train(layout), fix)
+    assert (fixed.loc[fixed["id"] == "000001", "gender"] == 0).all()
+    assert (fixed.loc[fixed["id"] == "000002", "age"] == 31).all()
+    assert "000003" not in set(fixed["id"])
