@@ -29,7 +29,7 @@ from pytorch_lightning.utilities import rank_zero_only
 import jobs as jobs_runner
 from callbacks.checkpoints import training_callbacks
 from callbacks.oof_writer import OOFWriter
-from callbacks.resume import RESUME_HINT, resume_command
+from callbacks.resume import RESUME_HINT, SIGINT_EXIT, resume_command
 from callbacks.wandb_media import WandbMediaCallback
 from callbacks.wandb_run import finish_wandb, start_wandb_logger
 from configs.config import Config, check_exp_name, load_config, save_config
@@ -266,6 +266,8 @@ def _fit(
                 f"loader.batch_size={half} (gradient accumulation keeps the effective batch at "
                 f"{cfg.trainer.effective_batch}), then --resume"
             ) from None
+        except SystemExit as exc:  # Lightning exits 1 after a second Ctrl-C: the shell's code for Ctrl-C instead
+            raise SystemExit(SIGINT_EXIT if exc.code == 1 and trainer.interrupted else exc.code) from None
         except (RuntimeError, ConnectionError, EOFError) as exc:
             died = worker_death(exc, dm.datasets)
             if died is None:

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import threading
 
 import pytest
@@ -14,12 +16,14 @@ import predict
 import train
 from analysis import compare
 from analysis.noise import command as noise_command
+from callbacks.resume import SIGINT_EXIT
 from callbacks.wandb_run import log_report, resolve_mode
 from configs.config import load_config
 from core.errors import ConfigError, DataError
 from datamodules.decode import file_problem, read_rgb
 from datamodules.layout import read_eval, read_train
 from datamodules.relabel import apply_relabel
+from datamodules.sampler import BalancedSampler
 from datamodules.scan import check_image
 from lightning_modules.weights import check_weights
 from rundir.layout import exp_dir
@@ -160,3 +164,28 @@ def test_an_unquoted_id_with_leading_zeros_names_that_person_not_an_octal_number
     assert (fixed.loc[fixed["id"] == "000001", "gender"] == 0).all()
     assert (fixed.loc[fixed["id"] == "000002", "age"] == 31).all()
     assert "000003" not in set(fixed["id"])
+
+
+# ------------------------------------------------------------------ Ctrl-C twice
+
+
+def test_ctrl_c_twice_exits_130_with_the_resume_command(layout, tmp_path, monkeypatch, caplog):
+    iterate = BalancedSampler.__iter__
+
+    def ctrl_c_twice_at_batch_1(self):
+        for n, index in enumerate(iterate(self)):
+            if n == 8:
+                os.kill(os.getpid(), signal.SIGINT)  # the first: stop at the end of the step, saving last.ckpt
+                os.kill(os.getpid(), signal.SIGINT)  # the second: stop at once
+            yield index
+
+    monkeypatch.setattr(BalancedSampler, "__iter__", ctrl_c_twice_at_batch_1)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    argv = [*tiny_argv(layout, tmp_path), "--task", "age", "--fold", "0", "--set", "trainer.progress_bar=false"]
+    try:
+        with caplog.at_level(logging.INFO), pytest.raises(SystemExit) as stopped:
+            train.main(argv)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert stopped.value.code == SIGINT_EXIT
+    assert "Stopped by Ctrl-C; nothing was saved yet. Resume with:" in caplog.text
