@@ -53,6 +53,10 @@ class EpochMetricsCSV(pl.Callback):
         self.path = Path(path)
         self._lr: float | None = None
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # a resume in the middle of an epoch has no epoch start: the restored optimizer holds that epoch's rate
+        self.on_train_epoch_start(trainer, pl_module)
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # read here: Lightning steps an epoch's schedule before the epoch-end hooks run
         self._lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None

@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 
+import pandas as pd
 import pytest
 import torch
 from conftest import tiny_argv
@@ -189,3 +190,28 @@ def test_ctrl_c_twice_exits_130_with_the_resume_command(layout, tmp_path, monkey
         signal.signal(signal.SIGINT, before)
     assert stopped.value.code == SIGINT_EXIT
     assert "Stopped by Ctrl-C; nothing was saved yet. Resume with:" in caplog.text
+
+
+def test_a_mid_epoch_resume_keeps_that_epochs_lr_in_metrics_csv(layout, tmp_path, monkeypatch):
+    iterate = BalancedSampler.__iter__
+
+    def ctrl_c_at_batch_2(self):
+        for n, index in enumerate(iterate(self)):
+            if n == 16 and self.epoch == 0 and self.start == 0:
+                os.kill(os.getpid(), signal.SIGINT)  # stop after this step, saving last.ckpt mid-epoch
+            yield index
+
+    monkeypatch.setattr(BalancedSampler, "__iter__", ctrl_c_at_batch_2)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    settings = ["trainer.progress_bar=false", "trainer.effective_batch=8", "trainer.max_epochs=2"]
+    argv = [*tiny_argv(layout, tmp_path, *settings), "--task", "age", "--fold", "0", "--exp", "lr"]
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            train.main(argv)
+        assert stopped.value.code == SIGINT_EXIT
+        assert train.main([*argv, "--resume"]) == 0
+    finally:
+        signal.signal(signal.SIGINT, before)
+    metrics = pd.read_csv(tmp_path / "runs" / "lr" / "age" / "fold0" / "metrics.csv")
+    assert metrics["epoch"].tolist() == [0, 1]
+    assert metrics["lr"].tolist() == pytest.approx([3e-3, 1.5e-3])  # the quick preset's cosine over 2 epochs
