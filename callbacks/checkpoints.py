@@ -4,6 +4,7 @@ monitoring, and per-epoch metrics as CSV."""
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -13,6 +14,8 @@ from callbacks.resume import RESUME_HINT, AtomicModelCheckpoint, LastCheckpoint,
 from configs.config import Config
 from core.atomic import atomic_path
 from rundir.layout import BEST, LAST_CKPT, METRICS
+
+log = logging.getLogger(__name__)
 
 
 def training_callbacks(
@@ -75,7 +78,17 @@ class EpochMetricsCSV(pl.Callback):
             writer.writerows(rows)
 
     def _read(self) -> list[dict]:
+        """The rows written so far; none, with a warning, when the file is not a metrics table (damaged)."""
         if not self.path.is_file():
             return []
-        with self.path.open(newline="") as f:
-            return list(csv.DictReader(f))
+        try:
+            with self.path.open(newline="") as f:
+                rows = list(csv.DictReader(f))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            rows, why = None, str(exc)
+        else:
+            why = "it has no epoch column"
+        if rows is None or any(not isinstance(r.get("epoch"), str) for r in rows):
+            log.warning("%s cannot be read as a metrics table (%s): starting it anew", self.path, why)
+            return []
+        return rows

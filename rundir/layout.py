@@ -152,9 +152,10 @@ def read_done(run: Path) -> dict | None:
     """A finished run's summary (its ``done.json``), None when it has not finished; an unreadable file counts
     as unfinished."""
     try:
-        return json.loads((run / DONE).read_text())
+        done = json.loads((run / DONE).read_text())
     except (OSError, ValueError):
         return None
+    return done if isinstance(done, dict) else None
 
 
 def write_done(run: Path, summary: dict) -> None:

@@ -20,7 +20,7 @@ from analysis.noise import command as noise_command
 from callbacks.resume import SIGINT_EXIT
 from callbacks.wandb_run import log_report, resolve_mode
 from configs.config import load_config
-from core.errors import ConfigError, DataError
+from core.errors import ConfigError, DataError, RunError
 from datamodules.decode import file_problem, read_rgb
 from datamodules.layout import read_eval, read_train
 from datamodules.relabel import apply_relabel
@@ -28,6 +28,7 @@ from datamodules.sampler import BalancedSampler
 from datamodules.scan import check_image
 from lightning_modules.weights import check_weights
 from rundir.layout import exp_dir
+from rundir.lock import RunLock
 
 
 @pytest.mark.parametrize(
@@ -215,3 +216,31 @@ def test_a_mid_epoch_resume_keeps_that_epochs_lr_in_metrics_csv(layout, tmp_path
     metrics = pd.read_csv(tmp_path / "runs" / "lr" / "age" / "fold0" / "metrics.csv")
     assert metrics["epoch"].tolist() == [0, 1]
     assert metrics["lr"].tolist() == pytest.approx([3e-3, 1.5e-3])  # the quick preset's cosine over 2 epochs
+
+
+# ------------------------------------------------------------------ damaged files the framework wrote itself
+
+
+def test_a_resume_goes_on_past_damaged_files_of_its_own(layout, tmp_path, caplog):
+    settings = ["trainer.progress_bar=false", "trainer.max_epochs=1"]
+    argv = [*tiny_argv(layout, tmp_path, *settings), "--task", "age", "--fold", "0", "--exp", "d"]
+    assert train.main(argv) == 0
+    run = tmp_path / "runs" / "d" / "age" / "fold0"
+    (run / "metrics.csv").write_bytes(b"\xff\xfe\x00garbage")
+    (run / "done.json").write_text("[1]")
+    (run / ".lock").write_bytes(b"\x00\x01 not a pid")
+    for split in (tmp_path / "cache").glob("*/splits-*.csv"):
+        split.write_text("garbage\n1\n")
+    for index in (tmp_path / "cache").glob("*/images-*.json"):
+        index.write_text("[]")
+    with caplog.at_level(logging.WARNING):
+        assert train.main([*argv, "--resume", "--set", "trainer.max_epochs=2"]) == 0
+    assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [1]  # the damaged table was started anew
+    assert "metrics.csv cannot be read as a metrics table" in caplog.text
+    assert "cannot be read as a split table" in caplog.text
+
+
+def test_a_lock_that_is_no_file_is_named(tmp_path):
+    (tmp_path / ".lock").mkdir()
+    with pytest.raises(RunError, match=r"\.lock cannot be used as the run's lock .*remove it"):
+        RunLock(tmp_path).acquire()
