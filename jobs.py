@@ -88,6 +88,28 @@ def parallel_jobs_args(parallel: int) -> list[str]:
     return ["--set", f"trainer.parallel_jobs={parallel}"] if parallel > 1 else []
 
 
+def parse_gpus(text: str) -> list[str]:
+    """``--gpus 0,1`` -> ``["0", "1"]``, checked before any work: a ConfigError naming the GPUs asked for when
+    this machine has no CUDA GPU (the jobs would train on the CPU, one per "GPU"), or fewer than asked for."""
+    import torch  # only here: the runner itself needs no torch
+
+    gpus = [g.strip() for g in text.split(",") if g.strip()]
+    if not gpus:
+        raise ConfigError(f"--gpus: expected GPU ids like 0,1, got {text!r}")
+    count = torch.cuda.device_count()
+    if count == 0:
+        raise ConfigError(
+            f"--gpus {text}: asked for GPU(s) {', '.join(gpus)}, but no CUDA GPU is visible on this machine "
+            "(torch.cuda.device_count() is 0): leave out --gpus to train the jobs one after another"
+        )
+    missing = [g for g in gpus if g.isdigit() and int(g) >= count and "CUDA_VISIBLE_DEVICES" not in os.environ]
+    if missing:
+        raise ConfigError(
+            f"--gpus {text}: GPU(s) {', '.join(missing)} do not exist; this machine has {count} (0..{count - 1})"
+        )
+    return gpus
+
+
 class _Signals:
     """SIGINT and SIGTERM counted instead of raised while jobs run (so no child is left untracked)."""
 

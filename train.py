@@ -29,10 +29,10 @@ from pytorch_lightning.utilities import rank_zero_only
 import jobs as jobs_runner
 from callbacks.checkpoints import training_callbacks
 from callbacks.oof_writer import OOFWriter
-from callbacks.resume import RESUME_HINT, resume_command
+from callbacks.resume import RESUME_HINT, SIGINT_EXIT, resume_command
 from callbacks.wandb_media import WandbMediaCallback
 from callbacks.wandb_run import finish_wandb, start_wandb_logger
-from configs.config import Config, load_config, save_config
+from configs.config import Config, check_exp_name, load_config, save_config
 from core.errors import ConfigError, run_cli
 from core.tasks import CLASS18, MULTIHEAD, NUM_CLASSES, TASK_NAMES, TASKS
 from datamodules.datamodule import MaskDataModule, parse_fold
@@ -252,6 +252,8 @@ def _fit(
                 f"loader.batch_size={half} (gradient accumulation keeps the effective batch at "
                 f"{cfg.trainer.effective_batch}), then --resume"
             ) from None
+        except SystemExit as exc:  # Lightning exits 1 after a second Ctrl-C: the shell's code for Ctrl-C instead
+            raise SystemExit(SIGINT_EXIT if exc.code == 1 and trainer.interrupted else exc.code) from None
         except (RuntimeError, ConnectionError, EOFError) as exc:
             died = worker_death(exc, dm.datasets)
             if died is None:
@@ -324,7 +326,7 @@ def config_from_args(args: argparse.Namespace, task: str | None) -> Config:
     if args.data_dir:
         cfg.data.dir = args.data_dir
     if args.exp:
-        cfg.exp = args.exp
+        cfg.exp = check_exp_name(args.exp)
     if args.wandb:
         cfg.wandb.mode = args.wandb
     if args.skip_bad:
@@ -341,6 +343,7 @@ def data_key(cfg: Config) -> str:
 
 def run(args: argparse.Namespace) -> None:
     base = config_from_args(args, None)
+    gpus = jobs_runner.parse_gpus(args.gpus) if args.gpus else None  # before any data work
     jobs = expand(args.task, args.fold, base.data.n_folds)
     configs = {task: config_from_args(args, task) for task in dict.fromkeys(t for t, _ in jobs)}
     for task, fold in jobs:  # mistakes that would stop a job part-way: before any data work
@@ -358,8 +361,7 @@ def run(args: argparse.Namespace) -> None:
             prepared[key] = prepare(cfg, progress=cfg.trainer.progress_bar)
     if args.prepare_only:
         return
-    if args.gpus:  # one train.py process per GPU; the data (caches included) is prepared above, once
-        gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
+    if gpus:  # one train.py process per GPU; the data (caches included) is prepared above, once
         passthrough = jobs_runner.strip_job_args(args.argv)
         jobs_runner.run_jobs([(t, str(f)) for t, f in jobs], gpus, passthrough, exp_dir(base.runs_dir, base.exp) / LOGS)
     else:

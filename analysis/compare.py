@@ -27,7 +27,7 @@ import pandas as pd
 
 from analysis.compare_report import format_report, plot_forest
 from analysis.scoring import oof_age_cuts, per_image, read_oof
-from core.atomic import atomic_path
+from core.atomic import atomic_path, place_problem
 from core.errors import ConfigError, DataError, run_cli
 from core.tasks import HEAD_SIZES, NUM_CLASSES, TASK_NAMES, class18, class_name
 from lightning_modules.ensemble import combine_heads
@@ -286,6 +286,9 @@ def compare_experiments(
     if boot < 1:
         raise ConfigError(f"--boot {boot}: the number of resamples must be at least 1 (e.g. 2000)")
     start = time.perf_counter()
+    problem = place_problem(out, folder=True) if out is not None else None
+    if problem:  # before the runs are read: not after
+        raise ConfigError(f"--out {out} {problem}")
     named = parse_groups(groups)
     names = list(dict.fromkeys(r for runs in named.values() for r in runs))
     runs = {name: read_run(runs_dir, name, folds) for name in names}

@@ -4,6 +4,7 @@ early stopping, learning-rate monitoring, and per-epoch metrics as CSV."""
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -14,6 +15,8 @@ from callbacks.resume import RESUME_HINT, AtomicModelCheckpoint, LastCheckpoint,
 from configs.config import Config
 from core.atomic import atomic_path
 from rundir.layout import BEST, LAST_CKPT, METRICS
+
+log = logging.getLogger(__name__)
 
 
 def training_callbacks(
@@ -65,6 +68,10 @@ class EpochMetricsCSV(pl.Callback):
         self.path = Path(path)
         self._lr: float | None = None
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # a resume in the middle of an epoch has no epoch start: the restored optimizer holds that epoch's rate
+        self.on_train_epoch_start(trainer, pl_module)
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # read here: Lightning steps an epoch's schedule before the epoch-end hooks run
         self._lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
@@ -83,7 +90,17 @@ class EpochMetricsCSV(pl.Callback):
             writer.writerows(rows)
 
     def _read(self) -> list[dict]:
+        """The rows written so far; none, with a warning, when the file is not a metrics table (damaged)."""
         if not self.path.is_file():
             return []
-        with self.path.open(newline="") as f:
-            return list(csv.DictReader(f))
+        try:
+            with self.path.open(newline="") as f:
+                rows = list(csv.DictReader(f))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            rows, why = None, str(exc)
+        else:
+            why = "it has no epoch column"
+        if rows is None or any(not isinstance(r.get("epoch"), str) for r in rows):
+            log.warning("%s cannot be read as a metrics table (%s): starting it anew", self.path, why)
+            return []
+        return rows

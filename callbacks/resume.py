@@ -225,10 +225,9 @@ class LastCheckpoint(Checkpoint):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._release_ctrl_c()
         if isinstance(exception, KeyboardInterrupt):  # a second Ctrl-C: no save, the last one stands
-            if trainer.is_global_zero and self.path.is_file():
-                log.warning(
-                    "Stopped by Ctrl-C; %s holds the last saved step. Resume with:\n  %s", self.path, self.resume_hint
-                )
+            if trainer.is_global_zero:
+                saved = f"{self.path} holds the last saved step" if self.path.is_file() else "nothing was saved yet"
+                log.warning("Stopped by Ctrl-C; %s. Resume with:\n  %s", saved, self.resume_hint)
             return
         if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:
             return

@@ -24,10 +24,16 @@ def logged_in() -> bool:
         return False
 
 
+ENV_MODES = {"online": "online", "offline": "offline", "disabled": "disabled", "dryrun": "offline", "run": "online"}
+
+
 def resolve_mode(mode: str) -> str:
-    """``auto`` -> ``online`` when logged in, else ``offline`` (``wandb sync`` uploads the run later)."""
+    """``auto`` -> W&B's own ``WANDB_MODE`` when it is set (``WANDB_MODE=disabled`` turns W&B off for every
+    command), else ``online`` when logged in, else ``offline`` (``wandb sync`` uploads the run later). A mode
+    set in the config or by ``--wandb`` wins over the environment."""
     if mode == "auto":
-        return "online" if logged_in() else "offline"
+        env = ENV_MODES.get(os.environ.get("WANDB_MODE", "").strip().lower())
+        return env or ("online" if logged_in() else "offline")
     return mode
 
 

@@ -7,6 +7,7 @@ each ``--set``. Unknown keys and values of the wrong type raise :class:`ConfigEr
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from configs.ranges import check_exp_name, check_ranges
 from core.atomic import write_text_atomic
 from core.errors import ConfigError
 from core.tasks import AGE_RANGE, CLASS18, TASK_NAMES
@@ -153,7 +155,8 @@ class TrainerConfig:
 
 @dataclass
 class WandbConfig:
-    mode: str = choice("auto", "auto", "online", "offline", "disabled")  # auto: online if logged in
+    # auto: W&B's WANDB_MODE when set, else online if logged in
+    mode: str = choice("auto", "auto", "online", "offline", "disabled")
     project: str = "mask-status"
     entity: str | None = None
     dir: str = "wandb"
@@ -204,14 +207,17 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             return value
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if number is None or not math.isfinite(number):  # nan and inf are no setting's value
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -358,6 +364,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"optim.gamma: must lie between 0 and 1, got {cfg.optim.gamma}")
     if cfg.optim.lr <= 0:
         raise ConfigError(f"optim.lr: must be positive, got {cfg.optim.lr}")
+    check_ranges(cfg)
+    check_exp_name(cfg.exp)
 
 
 def choices(cls: type, name: str) -> tuple:

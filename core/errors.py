@@ -68,6 +68,13 @@ def write_problem(exc: BaseException) -> tuple[str, bool] | None:
     return None
 
 
+def describe(exc: BaseException) -> str:
+    """``Type: the first line of its message`` (at most 200 characters), or the type alone when the message is
+    empty (an empty file makes torch raise a bare ``EOFError``): the cause inside a one-line error."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+
+
 def user_message(exc: BaseException) -> str:
     """The message of a user error, without the worker traceback a DataLoader adds when it re-raises an error
     from one of its worker processes (``Caught DataError in DataLoader worker process 0. Original Traceback

@@ -102,6 +102,8 @@ def open_cache(files: Sequence[str], aug: AugmentConfig, cache_dir: Path, name: 
         meta = json.loads(index.read_text())
     except (OSError, ValueError):
         return None
+    if not isinstance(meta, dict):  # damaged: built again
+        return None
     files = list(files)
     expected = len(files) * aug.crop * aug.crop * 3
     if meta.get("key") != cache_key(files, aug) or meta.get("files") != files or data.stat().st_size != expected:

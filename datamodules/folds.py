@@ -8,6 +8,7 @@ data set gets new folds instead of a stale split.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, train_test
 from core.atomic import atomic_path
 from core.errors import DataError
 from core.tasks import COMPETITION_AGE_CUTS, age_group
+
+log = logging.getLogger(__name__)
 
 SPLIT_STRATA_CUTS = COMPETITION_AGE_CUTS  # fixed, whatever data.age_cuts a task trains with
 
@@ -60,9 +63,13 @@ def load_or_make_splits(people: pd.DataFrame, cache: Path, n_folds: int, fractio
     """The split table (person, fold, holdout) from ``cache``, made and written on first use."""
     path = cache / f"splits-k{n_folds}-h{fraction:g}-seed{seed}.csv"
     if path.is_file():
-        splits = pd.read_csv(path, dtype={"person": str})
-        if set(splits["person"]) == set(people["person"]):
-            return splits
+        try:
+            splits = pd.read_csv(path, dtype={"person": str})
+            fits = splits["fold"].isin(range(n_folds)).all() and splits["holdout"].dtype == bool
+            if fits and set(splits["person"]) == set(people["person"]):
+                return splits
+        except (ValueError, KeyError, pd.errors.ParserError) as exc:  # damaged: made again, the same (seeded)
+            log.warning("%s cannot be read as a split table (%s): making it again", path, exc)
     people = people.sort_values("person").reset_index(drop=True)
     splits = pd.DataFrame(
         {

@@ -14,6 +14,7 @@ import pandas as pd
 
 from core.errors import DataError, raise_collected
 from core.tasks import GENDERS, MASK_FILES
+from datamodules.decode import file_problem
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 TRAIN_COLUMNS = ("id", "gender", "race", "age", "path")
@@ -169,6 +170,9 @@ def read_eval(data_dir: str | Path) -> pd.DataFrame:
         if not safe_relative(image_id) or name is None:
             problems.append(f"{csv} row {i}: image {image_id!r} is not in {images_dir}")
             continue
+        problem = file_problem(str(images_dir / name))  # before any model is loaded: a FIFO would hang decoding
+        if problem:
+            problems.append(f"{csv} row {i}: {images_dir / name} {problem}")
         files.append(str(images_dir / name))
     raise_collected(problems, f"the evaluation data in {data_dir} has errors")
     return pd.DataFrame({"ImageID": df["ImageID"].tolist(), "file": files})

@@ -58,9 +58,10 @@ def _file_state(path: str) -> list[int] | None:
 
 def _read_marker(marker: Path) -> dict[str, list]:
     try:
-        return dict(json.loads(marker.read_text())["files"])
+        known = dict(json.loads(marker.read_text())["files"])
     except (OSError, ValueError, KeyError, TypeError):  # absent, or an older format: check everything
         return {}
+    return {f: v for f, v in known.items() if isinstance(v, list) and len(v) == 3}  # damaged verdicts: again
 
 
 def _bad_images(files: list[str], cache: Path, progress: bool) -> dict[str, str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -46,9 +47,22 @@ def resolve_relabel_path(name: str) -> Path:
     return path
 
 
+class IdLoader(yaml.SafeLoader):
+    """YAML that keeps a number with leading zeros as text: YAML 1.1 reads an unquoted ``000123`` as the octal
+    number 83 (and ``1:30`` as 90), which would name another person; here they stay the id as written. Plain
+    whole numbers (an age, ``60``) are still numbers."""
+
+
+IdLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:int"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+IdLoader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?(0|[1-9][0-9_]*)$"), list("-+0123456789"))
+
+
 def read_relabel(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=IdLoader) or {}  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         raise DataError(f"relabel file {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):

@@ -15,18 +15,20 @@ from functools import partial
 from PIL import Image
 from tqdm.auto import tqdm
 
+from datamodules.decode import file_problem
+
 log = logging.getLogger(__name__)
 
 
 def check_image(path: str, limit: int | None) -> tuple[str | None, str | None]:
-    """``(problem, warning)`` for ``path``: a problem when it cannot be used (empty, a broken link, larger than
-    twice ``limit`` pixels, or not decoding completely); a warning when it has more than ``limit`` pixels.
+    """``(problem, warning)`` for ``path``: a problem when it cannot be used (not a readable regular file, see
+    ``file_problem``; larger than twice ``limit`` pixels; or not decoding completely); a warning when it has more
+    than ``limit`` pixels.
     Call it with PIL's own bomb check off (``Image.MAX_IMAGE_PIXELS = None``), as :func:`find_undecodable` does."""
+    problem = file_problem(path)  # a missing file, a broken link, a FIFO (which opening would wait on forever)
+    if problem:
+        return problem, None
     try:
-        if not os.path.exists(path) and os.path.islink(path):
-            return f"is a link to nothing readable (-> {os.readlink(path)})", None
-        if os.path.getsize(path) == 0:
-            return "the file is empty", None
         with Image.open(path) as im:  # reads the header only
             width, height = im.size
             pixels = width * height

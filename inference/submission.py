@@ -17,7 +17,7 @@ import pandas as pd
 from analysis.calibration import calibrated_answer
 from analysis.scoring import score_predictions
 from configs.config import Config
-from core.atomic import write_text_atomic
+from core.atomic import place_problem, write_text_atomic
 from core.errors import DataError
 from core.tasks import TASK_NAMES, TASKS
 from inference.calibration import offsets_of, write_calibration
@@ -34,6 +34,9 @@ def check_output(out: Path) -> None:
     for path in (out, probs_path(out), report_path(out)):
         if path.is_dir():
             raise DataError(f"--out {out}: {path} is a directory; name a file, e.g. --out {out / SUBMISSION}")
+        problem = place_problem(path)
+        if problem:
+            raise DataError(f"--out {out}: {path} {problem}")
 
 
 def head_probs(frame: pd.DataFrame) -> dict[str, np.ndarray]:

@@ -75,7 +75,7 @@ def model_from_checkpoint(path: str | Path, what_to_do: str) -> pl.LightningModu
         model.load_state_dict(ckpt["state_dict"])
         model.cfg = config_from_dict(ckpt["hyper_parameters"]["config"])  # its settings as trained
     except (ConfigError, TypeError, KeyError, RuntimeError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0][:200]
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{path}: its weights do not fit its own saved settings ({reason}); {what_to_do}") from None
     model.on_load_checkpoint(ckpt)
     return model.eval()

@@ -17,7 +17,7 @@ from timm.models import load_state_dict
 from torch import nn
 
 from configs.config import Config, ModelConfig
-from core.errors import ConfigError
+from core.errors import ConfigError, describe
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
 
@@ -49,8 +49,7 @@ def create_backbone(cfg: Config, num_classes: int) -> nn.Module:
         return timm.create_model(name, pretrained=True, **kwargs)
     except Exception as exc:
         raise ConfigError(
-            f"model.pretrained: timm could not load ImageNet weights for {name!r} ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200]}); {_remedies(name)}"
+            f"model.pretrained: timm could not load ImageNet weights for {name!r} ({describe(exc)}); {_remedies(name)}"
         ) from None
 
 
@@ -63,10 +62,7 @@ def load_weights_file(model: nn.Module, path: Path) -> None:
     try:
         state = load_state_dict(str(path), use_ema=True)
     except Exception as exc:
-        raise ConfigError(
-            f"model.pretrained_file: {path} cannot be read as a state dict ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200]})"
-        ) from None
+        raise ConfigError(f"model.pretrained_file: {path} cannot be read as a state dict ({describe(exc)})") from None
     classifier = model.pretrained_cfg.get("classifier") or ()
     heads = (classifier,) if isinstance(classifier, str) else tuple(classifier)
     is_head = lambda key: any(key == h or key.startswith(h + ".") for h in heads)  # noqa: E731

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from configs.ranges import check_exp_name
 from core.atomic import write_text_atomic
 from core.tasks import HEAD_SIZES, MULTIHEAD, TASK_NAMES, side_by_side
 
@@ -57,7 +58,8 @@ HEAD_COLUMNS = side_by_side(dict(zip(TASK_NAMES, HEAD_SIZES, strict=True)))  # a
 
 
 def exp_dir(runs_dir: str | Path, exp: str) -> Path:
-    return Path(runs_dir) / exp
+    """``<runs_dir>/<exp>``; a ConfigError when ``exp`` is not one folder name (``../x`` would leave runs_dir)."""
+    return Path(runs_dir) / check_exp_name(exp)
 
 
 def safe_folder(name: str, fallback: str) -> str:
@@ -150,9 +152,10 @@ def read_done(run: Path) -> dict | None:
     """A finished run's summary (its ``done.json``), None when it has not finished; an unreadable file counts
     as unfinished."""
     try:
-        return json.loads((run / DONE).read_text())
+        done = json.loads((run / DONE).read_text())
     except (OSError, ValueError):
         return None
+    return done if isinstance(done, dict) else None
 
 
 def write_done(run: Path, summary: dict) -> None:

@@ -23,11 +23,17 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK, 0o644)
+        except OSError as exc:  # not a file (a folder, say): no process can hold it as a lock
+            raise RunError(
+                f"{self.path} cannot be used as the run's lock ({exc.strerror}): remove it, then run again"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+            holder = holder if holder.isdigit() else "unknown"  # a PID, or what a damaged lock holds
             os.close(fd)
             raise RunError(
                 f"{self.path.parent} is in use by another process (PID {holder}): wait for it to finish or stop it "

@@ -263,6 +263,7 @@ def test_train_gpus_prepares_once_then_hands_the_jobs_to_the_runner(layout, tmp_
 
     calls = []
     monkeypatch.setattr(jobs, "run_jobs", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 2)  # a machine with two GPUs
     argv = [*tiny_argv(layout, tmp_path), "--task", "all", "--fold", "all", "--gpus", "0,1", "--resume"]
     assert train.main(argv) == 0
     (job_list, gpus, passthrough, log_dir) = calls[0]

@@ -13,7 +13,8 @@ from analysis.noise.outputs import COMMAND, RANKED_ONLY_WHY
 from analysis.noise.reading import write_command
 from analysis.noise.suspects import FIXED, KINDS, MIN_CONFIDENCE, THRESHOLD_MODES
 from analysis.noise.truth import TRUTH_DIR
-from core.errors import run_cli
+from core.atomic import place_problem
+from core.errors import ConfigError, run_cli
 from rundir.layout import OOF, OOF_FLIP, OOF_NEIGHBOURS
 
 
@@ -146,6 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_parser().error("--min-confidence must be in (0, 1]")
 
     def work():
+        problem = place_problem(args.out, folder=True) if args.out else None
+        if problem:  # before the runs are read: not after
+            raise ConfigError(f"--out {args.out} {problem}")
         report = run_finder(
             args.exp,
             args.runs_dir,
