@@ -45,7 +45,7 @@ from core.errors import ConfigError, DataError
 from core.tasks import MASK_FILES, class18
 from datamodules.layout import read_train
 from datamodules.relabel import apply_relabels
-from rundir.layout import OOF_COLUMNS, prob_columns
+from rundir.layout import OOF_COLUMNS, prob_columns, write_done
 
 STEMS = list(MASK_FILES)
 
@@ -641,6 +641,7 @@ def write_experiment(
             out = runs / exp / task / f"fold{k}"
             out.mkdir(parents=True)
             part.to_csv(out / "oof.csv", index=False, float_format="%.6f")
+            write_done(out, {"task": task, "fold": str(k)})  # a finished run
             cfg = {"exp": exp, "data": {"dir": str(data_dir), "age_cuts": [30, 60], "relabel": relabel or []}}
             (out / "config.yaml").write_text(yaml.safe_dump(cfg | {"wandb": {"mode": "disabled"}}))
     return runs / exp
@@ -1068,6 +1069,7 @@ def test_errors_are_one_line(tmp_path):
 
     bad = runs / "bad" / "gender" / "fold0"
     bad.mkdir(parents=True)
+    write_done(bad, {})
     (bad / "oof.csv").write_text("person,image,stem,fold,label,prob_0\np,mask1.jpg,mask1,0,0,0.5\n")
     rc, _, err = run_main("--exp", "bad", "--runs-dir", str(runs))
     assert rc == 2 and str(bad / "oof.csv") in err and "prob_1" in err

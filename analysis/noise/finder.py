@@ -30,6 +30,7 @@ from analysis.noise.reading import (
     Reviewed,
     choose_tta,
     load_data_info,
+    ranked_people,
     read_ensemble,
     read_neighbours,
     read_reviewed_units,
@@ -179,13 +180,19 @@ def run_finder(
     if data.images is not None:
         changes = len(check_draft(draft, data.images))
     sheet = contact_sheet(suspects.head(top), data.files, out_dir / SHEET_NAME, progress=progress)
-    scores = score_suspects(suspects, *truth) if truth is not None else None
+    people, total = ranked_people(frames, data)
+    if total is not None and len(people) < total:
+        log.warning("ranked %d of the %d people: the others' folds are not trained or not finished", len(people), total)
+    else:
+        log.info("ranked %d of the %s people", len(people), total or "data's (not read)")
+    scores = score_suspects(suspects, *truth, people) if truth is not None else None
     truth_file = None
     if scores is not None:
         truth_file = out_dir / TRUTH_SCORES_NAME
         rule = {"thresholds": mode, "min_confidence": min_confidence, "used": thresholds, "pooling": pooled, "tta": tta}
         rule["neighbours"] = list(person_frames)
         rule["reviewed"] = reviewed_said
+        rule["people_ranked"], rule["people"] = len(people), total  # the truth is scored over the ranked only
         write_text_atomic(truth_file, json.dumps({**rule, "scores": scores}, indent=2) + "\n")
 
     cfg = _wandb_config(config_path, names[0])
