@@ -158,3 +158,27 @@ def test_a_named_fold_that_cannot_be_used_is_an_error(tiny, capsys, spoil):
     if spoil == "unfinished":
         assert "--resume" in lines[0]
     assert not (exp / "submission.csv").exists()
+
+
+def test_the_noise_finder_scores_the_truth_over_the_people_it_ranked(synthetic, tmp_path, caplog):
+    """Only fold 0 of 3 trained (fold 1 of gender still training): the finder says how many people it ranked of
+    how many, and scores the planted errors of those people only, not the ones it never saw."""
+    from test_noise import run_main, simulate_oof, write_experiment
+
+    frames = simulate_oof(synthetic)
+    runs = tmp_path / "runs"
+    write_experiment(runs, "part", {t: f[f["fold"] == 0] for t, f in frames.items()}, synthetic)
+    running = runs / "part" / "gender" / "fold1"
+    running.mkdir()
+    frames["gender"][frames["gender"]["fold"] == 1].to_csv(running / OOF, index=False)  # no done.json yet
+    with caplog.at_level(logging.INFO):
+        rc, _, err = run_main("--exp", "part", "--runs-dir", str(runs), "--quiet", "--tta", "none")
+    assert rc == 0, err
+    ranked = set(frames["mask"].loc[frames["mask"]["fold"] == 0, "person"])
+    assert f"ranked {len(ranked)} of the 300 people" in caplog.text and "gender/fold1" in caplog.text
+    saved = json.loads((runs / "part" / "noise" / "truth-scores.json").read_text())
+    assert saved["people_ranked"] == len(ranked) < saved["people"] == 300
+    truth = pd.read_csv(synthetic / "truth" / "noise.csv", dtype=str, keep_default_na=False)
+    for kind, entry in saved["scores"].items():
+        seen = truth[(truth["kind"] == kind) & truth["path"].isin(ranked)]
+        assert entry["planted"] == seen["path"].nunique() > 0, kind
