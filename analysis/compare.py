@@ -17,7 +17,6 @@ the resamples' counts of each person."""
 from __future__ import annotations
 
 import argparse
-import logging
 import time
 from collections.abc import Iterator, Sequence
 from functools import reduce
@@ -438,7 +437,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")  # each experiment's models, as read
 
     def work():
         result = compare_experiments(args.runs_dir, args.exp, args.out, args.boot, args.seed, parse_folds(args.folds))

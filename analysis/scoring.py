@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+from sklearn.metrics import accuracy_score, f1_score
 
+from analysis.confusion import plot_confusion
 from core.errors import DataError
 from core.tasks import (
     COMPETITION_AGE_CUTS,
@@ -22,19 +23,21 @@ from core.tasks import (
     TASKS,
     age_group,
     class18,
-    class_name,
     split_class18,
 )
 from lightning_modules.ensemble import combine_heads
 from rundir.layout import (
     AGE,
     CONFIG,
+    FULL,
     HEAD_COLUMNS,
     KEY,
+    OOF,
     OOF_COLUMNS,
     OOF_FILES,
     OOF_READINGS,
     TaskModels,
+    fold_name,
     prob_columns,
     run_place,
     task_models,
@@ -194,6 +197,13 @@ def read_task_oof(
     there are none. A malformed file is an error naming it and its first bad row; an image in two folds of one
     model, an error naming both files."""
     models = models or task_models(exp_dir, task, folds)
+    lost = [run for run in models.runs if run.name != fold_name(FULL) and not (run / OOF).is_file()]
+    if lost:  # the submission averages its checkpoint: the score must read its predictions
+        place = run_place(lost[0])
+        raise DataError(
+            f"{lost[0] / OOF} is missing, though its run finished: retrain that fold (python train.py --task "
+            f"{place.task} --fold {place.fold} --exp {place.exp} --overwrite) or leave it out with --folds"
+        )
     files = models.files(OOF_READINGS[tta])
     if not files:
         return None
@@ -352,39 +362,3 @@ def score_predictions(pred: pd.DataFrame, truth: pd.DataFrame) -> dict:
     if len(merged) != len(pred):
         raise DataError(f"the truth file covers {len(merged)} of {len(pred)} predicted images")
     return class_scores(merged["ans_true"].to_numpy(), merged["ans"].to_numpy())
-
-
-def plot_confusion(truth: np.ndarray, pred: np.ndarray, path: Path, title: str) -> None:
-    """An 18x18 confusion matrix, rows normalised to the true class, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cm = confusion_matrix(truth, pred, labels=list(range(NUM_CLASSES)))
-    share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(9, 8))
-    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    for i in range(NUM_CLASSES):
-        for j in range(NUM_CLASSES):
-            if cm[i, j]:
-                ax.text(
-                    j,
-                    i,
-                    cm[i, j],
-                    ha="center",
-                    va="center",
-                    fontsize=6,
-                    color="white" if share[i, j] > 0.5 else "black",
-                )
-    names = [class_name(c) for c in range(NUM_CLASSES)]
-    ax.set_xticks(range(NUM_CLASSES), names, rotation=90, fontsize=7)
-    ax.set_yticks(range(NUM_CLASSES), names, fontsize=7)
-    ax.set_xlabel("predicted (mask W/I/N, gender m/f, age group 0/1/2)")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -124,6 +124,13 @@ def test_tasks_scored_on_different_images_are_an_error(tiny):
     assert score_oof(exp, folds=["0"])["images"] < IMAGES  # the folds every task has finished
 
 
+def test_a_finished_run_without_its_oof_file_is_an_error_not_a_smaller_score(tiny):
+    exp = copy_exp(tiny, "lost")
+    (exp / "mask" / "fold0" / OOF).unlink()  # its best.ckpt is still submitted
+    with pytest.raises(DataError, match="mask/fold0/oof.csv is missing, though its run finished"):
+        score_oof(exp)
+
+
 def test_calibration_is_fitted_on_the_view_the_submission_is_made_in(tiny):
     exp = copy_exp(tiny, "calib")
     flip = write_calibration(exp, None, "flip")
