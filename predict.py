@@ -16,7 +16,8 @@ overlap them, so they are used only when named with ``--folds``.
 Two options change the answers, never the probabilities written; both are off by default:
 
 ``--calibrate`` fits a per-class offset for each head's log-probabilities (mask 3, gender 2, age 3; each head's
-first at 0) on the out-of-fold predictions (the oof.csv files, refitted every run) to maximise the 18-class
+first at 0) on the out-of-fold predictions in the submission's TTA (oof_flip.csv for --tta flip, the default;
+oof.csv for --tta none; refitted every run) to maximise the 18-class
 macro F1, prints the OOF macro F1 before, after (in-sample) and cross-fitted (each fold scored with offsets
 fitted on the other folds: the honest estimate), saves them to runs/<exp>/calibration.json, and applies them to
 the submission before the argmax. It needs the k-fold runs' out-of-fold predictions.
@@ -91,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--calibrate",
         action="store_true",
-        help="fit per-class log-probability offsets on the out-of-fold predictions for the best 18-class macro F1, "
-        "save them to runs/<exp>/calibration.json with the scores before, after and cross-fitted, and apply them "
+        help="fit per-class log-probability offsets on the out-of-fold predictions in the submission's TTA (default "
+        "flip: the oof_flip.csv files) for the best 18-class macro F1, save them to runs/<exp>/calibration.json with "
+        "the scores before, after and cross-fitted, and apply them "
         "to the submission (with --oof: fit, save and print only)",
     )
     p.add_argument(
@@ -173,7 +175,8 @@ def run(args: argparse.Namespace) -> dict:
     age_cuts = parse_age_cuts(args.age_cuts)
     if age_cuts is not None and args.calibrate:
         raise ConfigError(
-            "--calibrate fits its offsets on the oof.csv files, made at the models' own age cuts: leave out --age-cuts"
+            "--calibrate fits its offsets on the out-of-fold files, made at the models' own age cuts: leave out "
+            "--age-cuts"
         )
     if args.neighbours is not None:
         others = [flag for flag, on in (("--oof", args.oof), ("--calibrate", args.calibrate)) if on]
@@ -190,7 +193,9 @@ def run(args: argparse.Namespace) -> dict:
                 "leave out --oof or --group-people"
             )
         report = write_oof_report(cfg, where, folds, args.tta or "none", args.data_dir, age_cuts)
-        return {**report, "calibration": write_calibration(where, folds)} if args.calibrate else report
+        if not args.calibrate:
+            return report
+        return {**report, "calibration": write_calibration(where, folds, args.tta or "flip")}  # the submission's view
     out = Path(args.out) if args.out else None
     return write_submission(
         cfg,

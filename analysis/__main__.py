@@ -4,6 +4,7 @@ The noise finder keeps its own command, ``python -m analysis.noise``."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable, Sequence
 
@@ -34,6 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{said}{usage()}", file=sys.stderr)
         return EXIT_USAGE
     command, *rest = argv
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # e.g. the models each experiment is read from
     return COMMANDS[command][0](rest)
 
 

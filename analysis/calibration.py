@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.scoring import oof_age_cuts, per_image, read_oof, task_oof_files
+from analysis.scoring import oof_age_cuts, per_image, read_oof, task_oof_files, without_tta
 from core.errors import DataError
 from core.tasks import COMPETITION_AGE_CUTS, NUM_CLASSES, TASK_NAMES, TASKS, age_group, class18
+from rundir.layout import OOF_FILES
 
 GRID = np.round(np.linspace(-3.0, 3.0, 61), 2)  # the offsets tried for each class: -3 .. 3 in steps of 0.1
 SWEEPS = 5  # at most this many passes over the offsets (it stops early when a pass changes none)
@@ -184,10 +185,14 @@ def calibrate(arrays: OofArrays, grid: np.ndarray = GRID, sweeps: int = SWEEPS) 
     return result
 
 
-def calibration_oof(exp_dir: Path, folds: list[str] | None = None) -> tuple[OofArrays, dict[str, list[Path]]]:
-    """The OOF predictions of ``folds`` (default: the k-fold runs) that a calibration is fitted on, and the
-    ``oof.csv`` files they come from (``task -> files``); an error saying what to train when a task has none."""
-    files = {task: task_oof_files(exp_dir, task, folds)[0] for task in TASK_NAMES}
+def calibration_oof(
+    exp_dir: Path, folds: list[str] | None = None, tta: str = "none"
+) -> tuple[OofArrays, dict[str, list[Path]]]:
+    """The OOF predictions of ``folds`` (default: the k-fold runs) that a calibration is fitted on, in the test-time
+    view ``tta`` the submission it corrects is made in (``flip``: the ``oof_flip.csv`` files), and the files they
+    come from (``task -> files``); an error saying what to train, or which command writes the view's files, when
+    some are missing."""
+    files = {task: task_oof_files(exp_dir, task, folds) for task in TASK_NAMES}
     missing = [task for task, found in files.items() if not found]
     if missing:
         which = f" of folds {','.join(folds)}" if folds else ""
@@ -196,4 +201,12 @@ def calibration_oof(exp_dir: Path, folds: list[str] | None = None) -> tuple[OofA
             f"for task(s) {', '.join(missing)} (a --fold full run has none): train the folds (python train.py --task "
             f"{missing[0]} --fold all --exp {exp_dir.name}) or leave out --calibrate"
         )
-    return oof_arrays(read_oof(exp_dir, folds), oof_age_cuts(exp_dir, folds)), files
+    lacking = without_tta(exp_dir, folds, tta) if tta != "none" else []
+    if lacking:
+        raise DataError(
+            f"calibration is fitted on the out-of-fold predictions in the submission's {tta} TTA ({OOF_FILES[tta]}), "
+            f"which {len(lacking)} fold(s) lack (e.g. beside {lacking[0]}; trained before training wrote them): "
+            f"python predict.py --exp {exp_dir.name} --oof --tta {tta} writes them (or pass --tta none)"
+        )
+    files = {task: task_oof_files(exp_dir, task, folds, tta) for task in TASK_NAMES}
+    return oof_arrays(read_oof(exp_dir, folds, tta), oof_age_cuts(exp_dir, folds)), files

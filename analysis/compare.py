@@ -97,7 +97,7 @@ def default_out(runs_dir: str | Path, names: Sequence[str]) -> Path:
 
 def merge_tasks(frames: dict[str, pd.DataFrame], where: str = "the experiment") -> pd.DataFrame:
     """The three tasks' OOF rows (``task -> frame``, as :func:`analysis.scoring.read_oof` gives them) merged per
-    image as :func:`analysis.scoring.score_frames` merges them: one row per image common to the three (index
+    image as :func:`analysis.scoring.score_frames` merges them: one row per image (index
     person, stem; sorted) with its fold, each task's label (``mask`` ...) and argmax (``pred_mask`` ...), and
     the 18-class label and answer (``label``, ``pred``: ``lightning_modules.ensemble.combine_heads``)."""
     merged = per_image(frames, where)

@@ -3,14 +3,17 @@ from the out-of-fold predictions (or from eval predictions against a known truth
 
 from __future__ import annotations
 
+import logging
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+from sklearn.metrics import accuracy_score, f1_score
 
+from analysis.confusion import plot_confusion
 from core.errors import DataError
 from core.tasks import (
     COMPETITION_AGE_CUTS,
@@ -20,21 +23,28 @@ from core.tasks import (
     TASKS,
     age_group,
     class18,
-    class_name,
     split_class18,
 )
 from lightning_modules.ensemble import combine_heads
 from rundir.layout import (
     AGE,
     CONFIG,
+    FULL,
     HEAD_COLUMNS,
     KEY,
+    OOF,
     OOF_COLUMNS,
     OOF_FILES,
     OOF_READINGS,
+    TaskModels,
+    fold_name,
     prob_columns,
-    task_run_files,
+    run_place,
+    task_models,
+    unfinished_note,
 )
+
+log = logging.getLogger("analysis")
 
 RERUN_FOR_AGE = (
     "their oof.csv files predate the raw age column: retrain those folds (python train.py ... --overwrite) to "
@@ -104,25 +114,24 @@ def _multihead_rows(path: Path, task: str) -> pd.DataFrame:
     return out
 
 
-def task_oof_files(
-    exp_dir: Path, task: str, folds: list[str] | None = None, tta: str = "none"
-) -> tuple[list[Path], bool]:
+def task_oof_files(exp_dir: Path, task: str, folds: list[str] | None = None, tta: str = "none") -> list[Path]:
     """The ``oof.csv`` files (``oof_flip.csv`` with ``tta="flip"``; ``oof_neighbours.csv``, the nearest training
-    images' votes, with ``"neighbours"``) that hold ``task``'s out-of-fold predictions for ``folds`` (see
-    ``rundir.layout.fold_dirs``): its own model's, else a multihead model's (then True)."""
-    return task_run_files(exp_dir, task, OOF_READINGS[tta], folds)
+    images' votes, with ``"neighbours"``) of the finished runs of ``folds`` whose models serve ``task``: its own
+    and a multihead model's, as the submission averages them (``rundir.layout.task_models``)."""
+    return task_models(exp_dir, task, folds).files(OOF_READINGS[tta])
 
 
 def without_tta(exp_dir: Path, folds: list[str] | None = None, tta: str = "flip") -> list[Path]:
     """The ``oof.csv`` files of ``folds`` (every task's) with no out-of-fold predictions in ``tta`` beside them
     (``oof_flip.csv``: runs trained before training wrote it); empty when every one has them."""
-    files = [f for task in TASK_NAMES for f in task_oof_files(exp_dir, task, folds)[0]]
+    files = [f for task in TASK_NAMES for f in task_oof_files(exp_dir, task, folds)]
     return [f for f in dict.fromkeys(files) if not (f.parent / OOF_FILES[tta]).is_file()]
 
 
-def read_oof_file(path: Path, task: str, multihead: bool) -> pd.DataFrame:
-    """``task``'s rows of one ``oof.csv`` (person, image, stem, fold, label, [age,] prob_k), checked."""
-    frame = _multihead_rows(path, task) if multihead else read_oof_csv(path)
+def read_oof_file(path: Path, task: str) -> pd.DataFrame:
+    """``task``'s rows of one ``oof.csv`` (person, image, stem, fold, label, [age,] prob_k), checked; a multihead
+    model's (in ``multihead/``) read as :func:`_multihead_rows` does."""
+    frame = _multihead_rows(path, task) if run_place(path).task == MULTIHEAD else read_oof_csv(path)
     return _checked(frame, task, path)
 
 
@@ -142,17 +151,63 @@ def join_oof(parts: dict[Path, pd.DataFrame], task: str) -> pd.DataFrame:
     return frame.drop(columns="file").reset_index(drop=True)
 
 
-def read_task_oof(exp_dir: Path, task: str, folds: list[str] | None = None, tta: str = "none") -> pd.DataFrame | None:
+def merge_models(parts: dict[Path, pd.DataFrame], task: str) -> pd.DataFrame:
+    """One task's rows from the files ``parts`` (``file -> rows``): each model's folds joined (:func:`join_oof`),
+    then each image's probabilities averaged over the models that predicted it (the task's own and a multihead
+    model's), as the submission averages them; models that label an image differently are an error naming it."""
+    by_model: dict[str, dict[Path, pd.DataFrame]] = defaultdict(dict)
+    for path, rows in parts.items():
+        by_model[run_place(path).task][path] = rows
+    joined = [join_oof(p, task) for p in by_model.values()]
+    if len(joined) == 1:
+        return joined[0]
+    frame = pd.concat(joined, ignore_index=True)
+    differ = frame.groupby(KEY)["label"].nunique() > 1
+    if differ.any():
+        person, stem = differ.index[differ][0]
+        raise DataError(
+            f"{task}: the {' and '.join(by_model)} models label {int(differ.sum())} image(s) differently, e.g. "
+            f"{person}/{stem}: they were trained with other corrections or age cuts; one ensemble needs one labelling"
+        )
+    columns = prob_columns(TASKS[task].num_classes)
+    how = {c: "mean" if c in columns else "first" for c in frame.columns if c not in KEY}
+    return frame.groupby(KEY, as_index=False, sort=False).agg(how)[list(frame.columns)]
+
+
+def oof_models(exp_dir: Path, folds: list[str] | None = None) -> dict[str, TaskModels]:
+    """Each task's models of ``folds`` (``rundir.layout.task_models``), logged: one line per task, and a warning
+    naming the unfinished runs left out and the command that finishes them."""
+    models = {task: task_models(exp_dir, task, folds) for task in TASK_NAMES}
+    note = unfinished_note(list(models.values()))
+    if note:
+        log.warning(note)
+    for found in models.values():
+        log.info(found.summary("models"))
+    return models
+
+
+def read_task_oof(
+    exp_dir: Path, task: str, folds: list[str] | None = None, tta: str = "none", models: TaskModels | None = None
+) -> pd.DataFrame | None:
     """``task``'s out-of-fold predictions over ``folds`` (default: the k-fold runs; see ``rundir.layout.fold_dirs``):
-    person, image, stem, fold, label, age (when the files have it), prob_k; from its own model's
-    ``<task>/fold<k>/oof.csv``, else from a ``multihead/fold<k>/oof.csv`` (whose label is the 18-class one and
-    whose probability columns hold every head side by side); ``oof_flip.csv`` with ``tta="flip"``. None when
-    neither exists. A malformed file is an error naming it and its first bad row; an image in two files, an
-    error naming both."""
-    files, multihead = task_oof_files(exp_dir, task, folds, tta)
+    person, image, stem, fold, label, age (when the files have it), prob_k; from the finished runs whose models
+    serve it (``models``, default ``rundir.layout.task_models``): its own ``<task>/fold<k>/oof.csv`` and a
+    ``multihead/fold<k>/oof.csv`` (whose label is the 18-class one and whose probability columns hold every head
+    side by side), each image's probabilities averaged over them; ``oof_flip.csv`` with ``tta="flip"``. None when
+    there are none. A malformed file is an error naming it and its first bad row; an image in two folds of one
+    model, an error naming both files."""
+    models = models or task_models(exp_dir, task, folds)
+    lost = [run for run in models.runs if run.name != fold_name(FULL) and not (run / OOF).is_file()]
+    if lost:  # the submission averages its checkpoint: the score must read its predictions
+        place = run_place(lost[0])
+        raise DataError(
+            f"{lost[0] / OOF} is missing, though its run finished: retrain that fold (python train.py --task "
+            f"{place.task} --fold {place.fold} --exp {place.exp} --overwrite) or leave it out with --folds"
+        )
+    files = models.files(OOF_READINGS[tta])
     if not files:
         return None
-    return join_oof({f: read_oof_file(f, task, multihead) for f in files}, task)
+    return merge_models({f: read_oof_file(f, task) for f in files}, task)
 
 
 def no_oof_error(exp_dir: Path, task: str, folds: list[str] | None) -> DataError:
@@ -166,8 +221,9 @@ def no_oof_error(exp_dir: Path, task: str, folds: list[str] | None) -> DataError
 def read_oof(exp_dir: Path, folds: list[str] | None = None, tta: str = "none") -> dict[str, pd.DataFrame]:
     """Each task's out-of-fold predictions over ``folds`` (default: the k-fold runs), in ``tta``."""
     frames = {}
+    models = oof_models(exp_dir, folds)
     for task in TASK_NAMES:
-        frame = read_task_oof(exp_dir, task, folds, tta)
+        frame = read_task_oof(exp_dir, task, folds, tta, models[task])
         if frame is None:
             raise no_oof_error(exp_dir, task, folds)
         frames[task] = frame
@@ -178,7 +234,7 @@ def oof_age_cuts(exp_dir: Path, folds: list[str] | None = None) -> tuple[int, in
     """The age cuts the age predictions of ``folds`` were made at: the ``data.age_cuts`` of the config.yaml
     beside each of their oof.csv files (the competition's when a file has none); an error naming the files
     when they differ, since one score cannot mix two meanings of the age groups."""
-    files, _ = task_oof_files(exp_dir, "age", folds)
+    files = task_oof_files(exp_dir, "age", folds)
     found: dict[Path, tuple[int, int]] = {}
     for f in files:
         path = f.parent / CONFIG
@@ -209,7 +265,7 @@ def score_oof(
 
 @dataclass
 class PerImage:
-    """The three tasks' out-of-fold rows merged per image: the images common to the three (``index``: person,
+    """The three tasks' out-of-fold rows merged per image: the images (``index``: person,
     stem), each head's probabilities and labels (``task -> array``), each image's fold and raw age (None when
     some image has none: files written before the column was added)."""
 
@@ -224,12 +280,26 @@ def per_image(frames: dict[str, pd.DataFrame], where: str = "the experiment") ->
     """Merge the three tasks' OOF rows (``task -> frame``, as :func:`read_oof` gives them) per image: what every
     score of the combined answer (this module's, the comparison's, the calibration's) starts from."""
     indexed = {t: frames[t].set_index(KEY) for t in TASK_NAMES}
-    common = indexed["mask"].index.intersection(indexed["gender"].index).intersection(indexed["age"].index)
-    if len(common) == 0:
-        raise DataError(f"the tasks' out-of-fold predictions under {where} share no image: train the same folds")
+    check_same_images(indexed, where)
+    common = indexed["mask"].index
     probs = {t: indexed[t].loc[common, prob_columns(TASKS[t].num_classes)].to_numpy(np.float64) for t in TASK_NAMES}
     labels = {t: indexed[t].loc[common, "label"].to_numpy().astype(int) for t in TASK_NAMES}
     return PerImage(common, probs, labels, indexed["mask"].loc[common, "fold"].to_numpy(), _raw_ages(indexed, common))
+
+
+def check_same_images(indexed: dict[str, pd.DataFrame], where: str) -> None:
+    """The three tasks' out-of-fold rows (``task -> rows by image``) cover the same images, else an error naming
+    the task and an image: a score over the images some tasks share would silently leave out the others."""
+    first, *others = TASK_NAMES
+    for task in others:
+        only = {first: indexed[first].index.difference(indexed[task].index)}
+        only[task] = indexed[task].index.difference(indexed[first].index)
+        if any(len(keys) for keys in only.values()):
+            said = "; ".join(f"{len(k)} only in {t}'s (e.g. {'/'.join(k[0])})" for t, k in only.items() if len(k))
+            raise DataError(
+                f"the {first} and {task} out-of-fold predictions under {where} cover different images ({said}): "
+                "finish the same folds for every task, or pass --folds naming folds every task has finished"
+            )
 
 
 def _raw_ages(indexed: dict[str, pd.DataFrame], common: pd.Index) -> np.ndarray | None:
@@ -292,39 +362,3 @@ def score_predictions(pred: pd.DataFrame, truth: pd.DataFrame) -> dict:
     if len(merged) != len(pred):
         raise DataError(f"the truth file covers {len(merged)} of {len(pred)} predicted images")
     return class_scores(merged["ans_true"].to_numpy(), merged["ans"].to_numpy())
-
-
-def plot_confusion(truth: np.ndarray, pred: np.ndarray, path: Path, title: str) -> None:
-    """An 18x18 confusion matrix, rows normalised to the true class, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cm = confusion_matrix(truth, pred, labels=list(range(NUM_CLASSES)))
-    share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(9, 8))
-    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    for i in range(NUM_CLASSES):
-        for j in range(NUM_CLASSES):
-            if cm[i, j]:
-                ax.text(
-                    j,
-                    i,
-                    cm[i, j],
-                    ha="center",
-                    va="center",
-                    fontsize=6,
-                    color="white" if share[i, j] > 0.5 else "black",
-                )
-    names = [class_name(c) for c in range(NUM_CLASSES)]
-    ax.set_xticks(range(NUM_CLASSES), names, rotation=90, fontsize=7)
-    ax.set_yticks(range(NUM_CLASSES), names, fontsize=7)
-    ax.set_xlabel("predicted (mask W/I/N, gender m/f, age group 0/1/2)")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

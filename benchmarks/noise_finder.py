@@ -96,7 +96,7 @@ def task_settings(experiment: Path, tasks: list[str], tta: str) -> dict[str, dic
     separate models trained differently, e.g. a weak gender model beside a strong mask model."""
     out = {}
     for task in tasks:
-        files, _ = task_oof_files(experiment, task, tta=tta)
+        files = task_oof_files(experiment, task, tta=tta)
         config = files[0].parent / CONFIG if files else None
         if config is not None and config.is_file():
             out[task] = model_settings(yaml.safe_load(config.read_text()) or {})

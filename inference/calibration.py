@@ -1,5 +1,6 @@
 """``predict.py --calibrate``: per-class offsets on each head's log-probabilities, fitted anew on the
-experiment's out-of-fold predictions (``oof.csv``) to maximise the 18-class macro F1 (``analysis.calibration``),
+experiment's out-of-fold predictions in the submission's test-time view (``oof_flip.csv`` for the flip TTA,
+``oof.csv`` without) to maximise the 18-class macro F1 (``analysis.calibration``),
 saved to ``runs/<exp>/calibration.json`` with the scores before, after (in-sample) and cross-fitted, and
 applied to a submission's merged probabilities before the argmax."""
 
@@ -44,7 +45,8 @@ def print_calibration(calibration: dict) -> None:
     f1 = calibration["f1"]
     offsets = "; ".join(f"{t} {calibration['offsets'][t]}" for t in TASK_NAMES)
     print(
-        f"calibration (fitted on {calibration['images']} out-of-fold images, truth at {calibration['target']}): "
+        f"calibration (fitted on {calibration['images']} out-of-fold images in TTA {calibration['tta']}, "
+        f"truth at {calibration['target']}): "
         f"18-class macro F1 {_shown(f1['before'])} before, {_shown(f1['after'])} after (in-sample), "
         f"{_shown(f1['cross_fitted'])} cross-fitted (each fold scored with offsets fitted on the other folds)"
     )
@@ -53,14 +55,16 @@ def print_calibration(calibration: dict) -> None:
         print(f"note: {calibration['note']}")
 
 
-def write_calibration(exp_dir: Path, folds: list[str] | None = None) -> dict:
-    """Fit the offsets on the OOF predictions of ``folds`` (see :func:`calibration_folds`), write them with
-    their scores and the ``oof.csv`` files they were fitted on to ``runs/<exp>/calibration.json``, print the
-    scores and return what was written."""
+def write_calibration(exp_dir: Path, folds: list[str] | None = None, tta: str = "flip") -> dict:
+    """Fit the offsets on the OOF predictions of ``folds`` (see :func:`calibration_folds`) in the test-time view
+    ``tta`` of the submission they correct (``flip``: the ``oof_flip.csv`` files), write them with their scores and
+    the files they were fitted on to ``runs/<exp>/calibration.json``, print the scores and return what was
+    written."""
     start = time.perf_counter()
-    arrays, files = calibration_oof(exp_dir, calibration_folds(folds))
+    arrays, files = calibration_oof(exp_dir, calibration_folds(folds), tta)
     result = calibrate(arrays)
     result["fitted_on"] = {t: [str(f.relative_to(exp_dir)) for f in files[t]] for t in TASK_NAMES}
+    result["tta"] = tta
     result["seconds"] = round(time.perf_counter() - start, 2)
     path = exp_dir / CALIBRATION
     result["file"] = str(path)

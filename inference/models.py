@@ -16,25 +16,69 @@ from core.tasks import COMPETITION_AGE_CUTS, MULTIHEAD, TASK_NAMES
 from lightning_modules.base import ClassifierModule
 from lightning_modules.checkpoint import model_from_checkpoint
 from lightning_modules.hardware import channels_last, cuda_facts, predict_precision, ready_for_device
-from rundir.layout import BEST_CKPT, run_files, run_place
+from rundir.layout import (
+    BEST_CKPT,
+    DONE,
+    TaskModels,
+    finish_command,
+    fold_name,
+    run_place,
+    task_models,
+    unfinished_note,
+)
 
 log = logging.getLogger("predict")
 CHECKPOINT = BEST_CKPT
 
 
 def find_checkpoints(exp_dir: Path, folds: list[str] | None) -> dict[str, list[Path]]:
-    """``task -> [fold checkpoints]`` of ``folds`` (default: the k-fold runs, not ``full`` or ``holdout``); an
-    error naming each task that has none."""
-    shared = run_files(exp_dir / MULTIHEAD, CHECKPOINT, folds)  # a multihead model serves every task
-    found = {task: run_files(exp_dir / task, CHECKPOINT, folds) + shared for task in TASK_NAMES}
-    missing = [t for t, c in found.items() if not c]
+    """``task -> [checkpoints]`` of ``folds`` (default: the k-fold runs, not ``full`` or ``holdout``): the task's
+    own models and a multihead model's, both (``rundir.layout.task_models``: the rule the OOF score follows too),
+    logged per task. An unfinished run (no ``done.json``) is left out with a warning naming it; a fold named in
+    ``folds`` that no finished model of a task serves, a finished run without its checkpoint, or a task with no
+    checkpoint at all is an error naming it."""
+    models = {task: task_models(exp_dir, task, folds) for task in TASK_NAMES}
+    for found in models.values():
+        if folds is not None:
+            check_named_folds(exp_dir, found, folds)
+        lost = [run / CHECKPOINT for run in found.runs if not (run / CHECKPOINT).is_file()]
+        if lost:
+            raise DataError(f"{lost[0]} is missing, though its run finished: {retrain_hint(lost[0])}")
+    missing = [t for t, m in models.items() if not m.runs]
     if missing:
         wanted = f" for folds {','.join(folds)}" if folds else ""
         raise DataError(
-            f"no {CHECKPOINT} for task(s) {', '.join(missing)}{wanted} under {exp_dir}: "
+            f"no finished {CHECKPOINT} for task(s) {', '.join(missing)}{wanted} under {exp_dir}: "
             f"train them first, e.g. python train.py --task {missing[0]} --exp {exp_dir.name}"
         )
-    return found
+    note = unfinished_note(list(models.values()))
+    if note:
+        log.warning(note)
+    for found in models.values():
+        log.info(found.summary("checkpoints"))
+    return {task: found.files(CHECKPOINT) for task, found in models.items()}
+
+
+def check_named_folds(exp_dir: Path, models: TaskModels, folds: list[str]) -> None:
+    """Every fold of ``folds`` (named with --folds) has a finished model of ``models.task``, else an error naming
+    the fold and the file: a named fold is never dropped in silence."""
+    served = {run.name for run in models.runs}
+    for fold in folds:
+        if fold_name(fold) in served:
+            continue
+        owners = (models.task, MULTIHEAD)
+        runs = [exp_dir / owner / fold_name(fold) for owner in owners if (exp_dir / owner / fold_name(fold)).is_dir()]
+        if runs and runs[0] in models.unfinished:
+            raise DataError(
+                f"--folds {fold}: {runs[0] / DONE} is missing (the run stopped, or is still training): finish it "
+                f"({finish_command(runs[0])}, with the options it was trained with) or leave fold {fold} out of --folds"
+            )
+        path = exp_dir / models.task / fold_name(fold) / CHECKPOINT
+        raise DataError(
+            f"--folds {fold}: no {path} (nor {MULTIHEAD}/{fold_name(fold)}/{CHECKPOINT}) for task {models.task}: "
+            f"train that fold (python train.py --task {models.task} --fold {fold} --exp {exp_dir.name}) or leave "
+            "it out of --folds"
+        )
 
 
 def retrain_hint(path: Path) -> str:

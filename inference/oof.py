@@ -15,9 +15,10 @@ import pandas as pd
 
 from analysis.scoring import (
     RERUN_FOR_AGE,
-    join_oof,
+    merge_models,
     no_oof_error,
     oof_age_cuts,
+    oof_models,
     read_oof_csv,
     read_oof_file,
     score_frames,
@@ -26,15 +27,17 @@ from analysis.scoring import (
     without_tta,
 )
 from callbacks.wandb_run import log_report
-from configs.config import Config
+from configs.config import Config, load_config
 from core.atomic import atomic_path, write_text_atomic
 from core.errors import ConfigError, DataError
 from core.tasks import TASK_NAMES, TASKS, age_group
+from datamodules.layout import read_train
 from datamodules.prepare import PreparedData, prepare
+from datamodules.relabel import apply_relabels
 from inference.models import CHECKPOINT, inference_device, load_model, preprocessing_key, retrain_hint
 from inference.predictor import TTA_VIEWS, predict_images
 from lightning_modules.finite import check_finite_probs
-from rundir.layout import AGE, FULL, KEY, OOF_CONFUSION, OOF_FILES, OOF_SCORES, prob_columns
+from rundir.layout import AGE, CONFIG, FULL, KEY, OOF, OOF_CONFUSION, OOF_FILES, OOF_SCORES, prob_columns
 
 log = logging.getLogger("predict")
 
@@ -49,23 +52,22 @@ def data_config(model_cfg: Config, data_dir: str | Path | None) -> Config:
 
 def predict_fold(
     cfg: Config,
-    sources: dict[str, Path],
-    rows: dict[str, pd.DataFrame],
+    rows: dict[tuple[str, Path], pd.DataFrame],
     views: list[bool],
     data_dir: str | None,
     prepared: dict[str, PreparedData],
     age_cuts: tuple[int, int] | None = None,
     save: str | None = None,
-) -> dict[str, np.ndarray]:
-    """``task -> probabilities`` over ``rows[task]`` (one fold's OOF rows, from ``sources[task]``), predicted
-    anew by the ``best.ckpt`` beside each source and averaged over ``views``. The fold's models share its
-    validation images, so each batch is read once (from the training images' cache, at the models' own
-    preprocessing) and fed to all of them. ``prepared`` keeps each data set read, across folds. With ``save``
-    (a file name), each source is written again beside itself under that name, with every head's new
-    probabilities (as training writes its out-of-fold files)."""
+) -> dict[tuple[str, Path], np.ndarray]:
+    """``(task, source) -> probabilities`` over ``rows[task, source]`` (one fold's OOF rows of a task, from the
+    out-of-fold file ``source``), predicted anew by the ``best.ckpt`` beside each source and averaged over
+    ``views``. The fold's models share its validation images, so each batch is read once (from the training images'
+    cache, at the models' own preprocessing) and fed to all of them. ``prepared`` keeps each data set read, across
+    folds. With ``save`` (a file name), each source is written again beside itself under that name, with every
+    head's new probabilities (as training writes its out-of-fold files)."""
     device = inference_device(cfg)
-    ckpts = {task: source.parent / CHECKPOINT for task, source in sources.items()}
-    models = {p: load_model(p, device, age_cuts) for p in dict.fromkeys(ckpts.values())}
+    sources = list(dict.fromkeys(source for _, source in rows))
+    models = {s.parent / CHECKPOINT: load_model(s.parent / CHECKPOINT, device, age_cuts) for s in sources}
     keys = pd.concat([r[KEY] for r in rows.values()]).drop_duplicates().reset_index(drop=True)
     groups: dict[str, list[Path]] = defaultdict(list)
     for path, model in models.items():
@@ -73,21 +75,22 @@ def predict_fold(
     per_model: dict[Path, np.ndarray] = {}
     for paths in groups.values():
         data = fold_data(cfg, models[paths[0]], data_dir, prepared)
-        files = data.images["file"].to_numpy()[image_rows(data, keys, next(iter(sources.values())).parent)]
+        files = data.images["file"].to_numpy()[image_rows(data, keys, sources[0].parent)]
         probs = predict_images([models[p] for p in paths], files.tolist(), views, cfg, data.train_cache)
         for path, views_probs in zip(paths, probs, strict=True):
             check_finite_probs(np.stack(views_probs, 1), path, retrain_hint(path))
             per_model[path] = np.mean(views_probs, axis=0)
     index = pd.MultiIndex.from_frame(keys)
     if save is not None:
-        for source in dict.fromkeys(sources.values()):
+        for source in sources:
             write_beside(source, save, per_model[source.parent / CHECKPOINT], index)
-    return {
-        task: per_model[ckpts[task]][index.get_indexer(pd.MultiIndex.from_frame(r[KEY]))][
-            :, models[ckpts[task]].head_slices()[task]
+    out = {}
+    for (task, source), r in rows.items():
+        ckpt = source.parent / CHECKPOINT
+        out[task, source] = per_model[ckpt][index.get_indexer(pd.MultiIndex.from_frame(r[KEY]))][
+            :, models[ckpt].head_slices()[task]
         ]
-        for task, r in rows.items()
-    }
+    return out
 
 
 def fold_data(cfg: Config, model, data_dir: str | None, prepared: dict[str, PreparedData]) -> PreparedData:
@@ -142,37 +145,49 @@ def repredict_oof(
     score estimates the submission's. Labels and ages stay those of the oof.csv files; with ``age_cuts`` (ordinal
     age heads read at other cuts) the age labels are those of the raw ages at these cuts. With ``save`` (a file
     name: ``oof_flip.csv``), each fold's predictions are also written under it beside its ``oof.csv``."""
-    sources = {task: task_oof_files(exp_dir, task, folds) for task in TASK_NAMES}
-    by_fold: dict[str, dict[str, Path]] = defaultdict(dict)  # fold folder -> task -> its oof.csv
-    for task, (files, _) in sources.items():
+    models = oof_models(exp_dir, folds)
+    by_fold: dict[str, dict[Path, list[str]]] = defaultdict(dict)  # fold folder -> oof.csv -> the tasks it serves
+    for task in TASK_NAMES:
+        files = models[task].files(OOF)
         if not files:
             raise no_oof_error(exp_dir, task, folds)
         for f in files:
-            by_fold[f.parent.name][task] = f
+            by_fold[f.parent.name].setdefault(f, []).append(task)
     parts: dict[str, dict[Path, pd.DataFrame]] = {task: {} for task in TASK_NAMES}
     prepared: dict[str, PreparedData] = {}
     for fold, files in by_fold.items():
-        rows = {task: read_oof_file(f, task, sources[task][1]) for task, f in files.items()}
-        probs = predict_fold(cfg, files, rows, views, data_dir, prepared, age_cuts, save)
-        for task, frame in rows.items():
-            frame[prob_columns(TASKS[task].num_classes)] = probs[task]
+        rows = {(task, f): read_oof_file(f, task) for f, tasks in files.items() for task in tasks}
+        probs = predict_fold(cfg, rows, views, data_dir, prepared, age_cuts, save)
+        for (task, f), frame in rows.items():
+            frame[prob_columns(TASKS[task].num_classes)] = probs[task, f]
             if age_cuts is not None and task == "age":
                 if AGE not in frame.columns:
-                    raise DataError(
-                        f"{files[task]}: no age column to label the age groups at {list(age_cuts)}: {RERUN_FOR_AGE}"
-                    )
+                    raise DataError(f"{f}: no age column to label the age groups at {list(age_cuts)}: {RERUN_FOR_AGE}")
                 frame["label"] = age_group(frame[AGE], age_cuts)
-            parts[task][files[task]] = frame
+            parts[task][f] = frame
         saved = f", written to {save} beside each" if save else ""
-        log.info("re-predicted %s: %s, %d view(s)%s", fold, ", ".join(files), len(views), saved)
-    return {task: join_oof(p, task) for task, p in parts.items()}
+        log.info("re-predicted %s: %s, %d view(s)%s", fold, ", ".join(map(str, files)), len(views), saved)
+    return {task: merge_models(p, task) for task, p in parts.items()}
+
+
+def data_images(exp_dir: Path, folds: list[str] | None, data_dir: str | None) -> int | None:
+    """How many images the data the models were trained on holds (``data_dir``, else their saved data.dir, after
+    their corrections' exclusions): what an out-of-fold score over every fold covers; None when it cannot be read."""
+    files = task_oof_files(exp_dir, "mask", folds)
+    try:
+        saved = load_config(None, [files[0].parent / CONFIG], []).data
+        images, _ = apply_relabels(read_train(data_dir or saved.dir), saved.relabel)
+    except (IndexError, OSError, ConfigError, DataError):
+        return None
+    return len(images)
 
 
 def print_oof(report: dict) -> None:
     """The OOF scores, and the competition-cut ones too when the age models' cuts are not the competition's."""
+    total = f" of {report['data_images']}" if report.get("data_images") else ""
     print(
         f"out-of-fold (TTA {report['tta']}): 18-class macro F1 {report['f1']:.4f}, accuracy {report['accuracy']:.4f} "
-        f"over {report['images']} images; per-task F1 {report['task_f1']}"
+        f"over {report['images']}{total} images; per-task F1 {report['task_f1']}"
     )
     competition = report["competition"]
     if report["age_cuts"] == competition["age_cuts"]:
@@ -217,7 +232,10 @@ def write_oof_report(
         save = OOF_FILES[tta] if age_cuts is None else None  # for the runs trained before it wrote them
         frames = repredict_oof(cfg, exp_dir, folds, TTA_VIEWS[tta], data_dir, age_cuts, save)
         report = score_frames(frames, age_cuts or oof_age_cuts(exp_dir, folds), png, str(exp_dir))
-    report = {"tta": tta, **report}
+    models = oof_models(exp_dir, folds)  # what was scored: also what the submission averages
+    report = {"tta": tta, **report, "data_images": data_images(exp_dir, folds, data_dir)}
+    report["models"] = {t: {"task": len(m.own), "multihead": len(m.multihead)} for t, m in models.items()}
+    report["left_out"] = sorted({str(r.relative_to(exp_dir)) for m in models.values() for r in m.unfinished})
     write_text_atomic(exp_dir / OOF_SCORES, json.dumps(report, indent=2))
     competition = {f"competition/{k}": report["competition"].get(k) for k in ("f1", "accuracy")}
     logged = {**report, **{k: v for k, v in competition.items() if v is not None}}

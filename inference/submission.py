@@ -103,7 +103,7 @@ def write_submission(
     each option too. ``age_cuts``: ordinal age heads read at these cuts."""
     out = Path(out) if out is not None else exp_dir / SUBMISSION
     check_output(out)
-    calibration = write_calibration(exp_dir, folds) if calibrate else None  # fast, and fails before prediction
+    calibration = write_calibration(exp_dir, folds, tta) if calibrate else None  # fast; fails before prediction
     probs, data_dir, embedding = predict_eval(cfg, exp_dir, data_dir, ensemble, tta, folds, group_people, age_cuts)
     report = {"submission": str(out), "images": len(probs)}
     variants: dict[str, np.ndarray] = {}  # the answer without each option used, scored against a truth file
@@ -116,7 +116,7 @@ def write_submission(
             probs["group"] = groups
             variants["ungrouped"] = answer(heads, offsets, None)
         if calibration:
-            report["calibration"] = {k: calibration[k] for k in ("file", "offsets", "f1", "target", "fitted_on")}
+            report["calibration"] = {k: calibration[k] for k in ("file", "offsets", "f1", "target", "fitted_on", "tta")}
             variants["uncalibrated"] = answer(heads, None, groups)
         if calibrate and group_people:
             variants["plain"] = probs["ans"].to_numpy()

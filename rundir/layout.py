@@ -138,14 +138,56 @@ def run_files(task_dir: Path, name: str, folds: list[str] | None = None) -> list
     return [d / name for d in fold_dirs(task_dir, folds) if (d / name).is_file()]
 
 
-def task_run_files(exp: Path, task: str, name: str, folds: list[str] | None = None) -> tuple[list[Path], bool]:
-    """The files called ``name`` (``oof.csv``, ``best.ckpt``) of ``folds`` (see :func:`fold_dirs`) that hold
-    ``task``'s model: its own model's, else a multihead model's (then True)."""
-    for owner in (task, MULTIHEAD):
-        files = run_files(exp / owner, name, folds)
-        if files:
-            return files, owner == MULTIHEAD
-    return [], False
+@dataclass(frozen=True)
+class TaskModels:
+    """The one rule for which models serve a task, followed by the submission (which averages them) and by every
+    out-of-fold reading (the OOF score, the calibration, the comparison, the noise finder), so that what is scored
+    is what is submitted: the finished runs of the task's own folder and of ``multihead/``, both. ``unfinished``:
+    the runs of those folds without ``done.json`` (stopped, or still training in another process), left out."""
+
+    task: str
+    own: tuple[Path, ...]
+    multihead: tuple[Path, ...]
+    unfinished: tuple[Path, ...]
+
+    @property
+    def runs(self) -> tuple[Path, ...]:
+        return (*self.own, *self.multihead)
+
+    def files(self, name: str) -> list[Path]:
+        """The files called ``name`` (``best.ckpt``, ``oof.csv``) of the runs, where they exist."""
+        return [run / name for run in self.runs if (run / name).is_file()]
+
+    def summary(self, what: str) -> str:
+        """``mask: 5 task + 5 multihead checkpoints``."""
+        return f"{self.task}: {len(self.own)} task + {len(self.multihead)} multihead {what}"
+
+
+def task_models(exp: Path, task: str, folds: list[str] | None = None) -> TaskModels:
+    """The runs of ``folds`` (see :func:`fold_dirs`) whose models serve ``task`` (see :class:`TaskModels`)."""
+    found = {owner: fold_dirs(exp / owner, folds) for owner in (task, MULTIHEAD)}
+    finished = {owner: tuple(r for r in runs if read_done(r) is not None) for owner, runs in found.items()}
+    unfinished = tuple(r for runs in found.values() for r in runs if read_done(r) is None)
+    return TaskModels(task, finished[task], finished[MULTIHEAD], unfinished)
+
+
+def finish_command(run: Path) -> str:
+    """The command that finishes the run ``run`` (add the options it was trained with)."""
+    place = run_place(run)
+    return f"python train.py --task {place.task} --fold {place.fold} --exp {place.exp} --resume"
+
+
+def unfinished_note(models: Sequence[TaskModels]) -> str | None:
+    """The warning for the runs ``models`` left out as unfinished, naming each and the command that finishes it;
+    None when there are none."""
+    runs = list(dict.fromkeys(r for m in models for r in m.unfinished))
+    if not runs:
+        return None
+    names = ", ".join(f"{r.parent.name}/{r.name}" for r in runs)
+    return (
+        f"{len(runs)} run(s) without {DONE} (stopped, or still training) left out of the ensemble and the scores: "
+        f"{names}; finish each with its training command plus --resume, e.g. {finish_command(runs[0])}"
+    )
 
 
 def read_done(run: Path) -> dict | None:

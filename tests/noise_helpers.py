@@ -31,7 +31,7 @@ import yaml
 from analysis import noise
 from core.tasks import MASK_FILES
 from datamodules.layout import read_train
-from rundir.layout import OOF_COLUMNS, prob_columns
+from rundir.layout import OOF_COLUMNS, prob_columns, write_done
 
 STEMS = list(MASK_FILES)
 
@@ -162,6 +162,7 @@ def write_experiment(
             out = runs / exp / task / f"fold{k}"
             out.mkdir(parents=True)
             part.to_csv(out / "oof.csv", index=False, float_format="%.6f")
+            write_done(out, {"task": task, "fold": str(k)})  # a finished run
             cfg = {"exp": exp, "data": {"dir": str(data_dir), "age_cuts": [30, 60], "relabel": relabel or []}}
             (out / "config.yaml").write_text(yaml.safe_dump(cfg | {"wandb": {"mode": "disabled"}}))
     return runs / exp

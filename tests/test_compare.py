@@ -18,7 +18,7 @@ from analysis.__main__ import main as analysis_main
 from analysis.scoring import read_oof, score_frames
 from core.errors import DataError
 from core.tasks import HEAD_SIZES, MASK_FILES, MULTIHEAD, NUM_CLASSES, TASK_NAMES, class18
-from rundir.layout import COMPARE, COMPARE_CSV, COMPARE_PNG, OOF_COLUMNS, prob_columns, run_dir
+from rundir.layout import COMPARE, COMPARE_CSV, COMPARE_PNG, OOF_COLUMNS, prob_columns, run_dir, write_done
 
 ROOT = Path(__file__).resolve().parent.parent
 PEOPLE, FOLDS = 120, 3
@@ -81,6 +81,7 @@ def write_exp(runs: Path, exp: str, images: pd.DataFrame, probs: dict[str, np.nd
         for k, part in f.groupby("fold"):
             out = run_dir(runs, exp, task, k)
             out.mkdir(parents=True)
+            write_done(out, {})  # a finished run
             part[[*OOF_COLUMNS, *[c for c in part.columns if c not in OOF_COLUMNS]]].to_csv(
                 out / "oof.csv", index=False
             )

@@ -9,13 +9,14 @@ from pathlib import Path
 import yaml
 
 from benchmarks.noise_finder import ROOT, compact_json, summary, task_settings
-from rundir.layout import CONFIG, OOF_FILES, run_dir
+from rundir.layout import CONFIG, OOF_FILES, run_dir, write_done
 
 
 def _run(experiment: Path, task: str, epochs: int, crop: int, folds: int = 2) -> None:
     for fold in range(folds):
         run = run_dir(experiment.parent, experiment.name, task, fold)
         run.mkdir(parents=True)
+        write_done(run, {})  # a finished run
         config = {
             "model": {"backbone": "test_resnet"},
             "trainer": {"max_epochs": epochs},

@@ -17,7 +17,7 @@ from analysis import noise
 from core.errors import ConfigError, DataError
 from core.tasks import class18
 from datamodules.layout import read_train
-from rundir.layout import prob_columns
+from rundir.layout import prob_columns, write_done
 
 
 @pytest.fixture(scope="module")
@@ -299,6 +299,7 @@ def test_errors_are_one_line(tmp_path):
 
     bad = runs / "bad" / "gender" / "fold0"
     bad.mkdir(parents=True)
+    write_done(bad, {})
     (bad / "oof.csv").write_text("person,image,stem,fold,label,prob_0\np,mask1.jpg,mask1,0,0,0.5\n")
     rc, _, err = run_main("--exp", "bad", "--runs-dir", str(runs))
     assert rc == 2 and str(bad / "oof.csv") in err and "prob_1" in err

@@ -28,6 +28,7 @@ from analysis.noise.reading import (
     Reviewed,
     choose_tta,
     load_data_info,
+    ranked_people,
     read_ensemble,
     read_neighbours,
     read_reviewed_units,
@@ -142,12 +143,18 @@ def _write(report: NoiseReport, top: int, cuts: tuple[int, int], truth, progress
     if report.data.images is not None:
         report.draft_changes = len(check_draft(report.draft, report.data.images))
     report.sheet = contact_sheet(suspects.head(top), report.data.files, out_dir / SHEET_NAME, progress=progress)
+    people, total = ranked_people(report.frames, report.data)
+    if total is not None and len(people) < total:
+        log.warning("ranked %d of the %d people: the others' folds are not trained or not finished", len(people), total)
+    else:
+        log.info("ranked %d of the %s people", len(people), total or "data's (not read)")
     if truth is not None:
-        report.truth_scores = score_suspects(suspects, *truth)
+        report.truth_scores = score_suspects(suspects, *truth, people)
         report.truth_file = out_dir / TRUTH_SCORES_NAME
         rule = {"thresholds": report.mode, "min_confidence": report.min_confidence, "used": report.thresholds}
         rule |= {"tta": report.tta, "neighbours": report.neighbours, "reviewed": _reviewed_said(report)}
         rule["ranked_only"] = report.ranked_only
+        rule["people_ranked"], rule["people"] = len(people), total  # the truth is scored over the ranked only
         write_text_atomic(report.truth_file, json.dumps({**rule, "scores": report.truth_scores}, indent=2) + "\n")
 
 

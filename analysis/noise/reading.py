@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from analysis.scoring import oof_age_cuts, read_task_oof, task_oof_files, without_tta
+from analysis.scoring import oof_age_cuts, oof_models, read_task_oof, task_oof_files, without_tta
 from core.errors import DataError
 from core.tasks import COMPETITION_AGE_CUTS, MULTIHEAD, TASK_NAMES, TASKS
 from datamodules.layout import read_train
@@ -59,8 +59,9 @@ def read_oof_frames(exp_dir: Path, tta: str = "none") -> tuple[dict[str, pd.Data
     if not exp_dir.is_dir():
         raise DataError(f"experiment {exp_dir.name!r} does not exist: no folder {exp_dir} (check --exp and --runs-dir)")
     frames, missing = {}, []
+    models = oof_models(exp_dir)  # the finished runs only, as the submission; the unfinished named in a warning
     for task in TASK_NAMES:
-        df = read_task_oof(exp_dir, task, tta=tta)  # its own model's files, else a multihead model's
+        df = read_task_oof(exp_dir, task, tta=tta, models=models[task])  # its own model's and a multihead model's
         if df is None:
             missing.append(task)
             continue
@@ -142,14 +143,14 @@ def read_neighbours(exp_dirs: Sequence[Path]) -> Ensemble:
     :func:`read_ensemble` does), for the tasks the experiments predict. A fold without the file, or with one
     older than its ``best.ckpt`` (written before the model last changed), is a DataError naming the command
     that writes them."""
-    predicted = [t for t in NEIGHBOUR_TASKS if any(task_oof_files(Path(d), t)[0] for d in exp_dirs)]
+    predicted = [t for t in NEIGHBOUR_TASKS if any(task_oof_files(Path(d), t) for d in exp_dirs)]
     if not predicted:
         raise DataError("--neighbours ranks gender and age, and the experiments predict neither: leave it out")
     missing: dict[str, list[Path]] = {}
     stale: dict[str, list[Path]] = {}
     for d in map(Path, exp_dirs):
         for task in NEIGHBOUR_TASKS:
-            for oof in task_oof_files(d, task)[0]:
+            for oof in task_oof_files(d, task):
                 votes, ckpt = oof.parent / OOF_NEIGHBOURS, oof.parent / BEST_CKPT
                 if not votes.is_file():
                     missing.setdefault(d.name, []).append(votes)
@@ -216,6 +217,13 @@ def load_data_info(data_dir: str | Path | None, relabel: list[str], explicit: bo
     files = {(p, s): f for p, s, f in zip(raw["person"], raw["stem"], raw["file"], strict=True)}
     ages = dict(zip(images["person"], images["age"].astype(int), strict=False))
     return DataInfo(data_dir, files, ages, images, list(relabel))
+
+
+def ranked_people(frames: dict[str, pd.DataFrame], data: DataInfo) -> tuple[set[str], int | None]:
+    """The people the out-of-fold predictions ``frames`` cover (the ones ranked), and how many people the data
+    holds (None without the data): fewer when some folds are not trained or not finished."""
+    people = set().union(*(f["person"] for f in frames.values()))
+    return people, None if data.images is None else int(data.images["person"].nunique())
 
 
 @dataclass

@@ -74,7 +74,10 @@ def _scores(planted: set, flagged: set, top: set) -> dict:
 
 
 def score_suspects(
-    suspects: pd.DataFrame, truth: pd.DataFrame, disputed: dict[str, set[str]] | None = None
+    suspects: pd.DataFrame,
+    truth: pd.DataFrame,
+    disputed: dict[str, set[str]] | None = None,
+    people: set[str] | None = None,
 ) -> dict[str, dict]:
     """Person-level precision and recall of the flags for each error kind planted in ``truth``
     (``DIR/truth/noise.csv``: a person is its ``path``), and ``recall_top_n``: the share of the planted
@@ -82,8 +85,11 @@ def score_suspects(
     ``suspects`` is the finder's ranking (a table without a ``flag`` column counts as all flagged).
     ``disputed[kind]`` names people whose photos leave that label open (``DIR/truth/disputed.csv``): how many
     of them were flagged is reported, and ``precision_without_disputed`` leaves them out. Outliers are also
-    scored per photo."""
+    scored per photo. ``people``: the people ranked (those of the trained folds), the only ones scored."""
     _check_kinds(Path(TRUTH_DIR) / PLANTED, truth["kind"])
+    if people is not None:
+        truth = truth[truth["path"].isin(people)]
+        disputed = {kind: found & people for kind, found in (disputed or {}).items()}
     if "flag" not in suspects:
         suspects = suspects.assign(flag=True)
     if "score" in suspects:
