@@ -41,7 +41,7 @@ from datamodules.prepare import PreparedData, prepare
 from datamodules.summary import summarize
 from inference.oof import write_oof_report
 from inference.submission import write_submission
-from lightning_modules.hardware import channels_last, cuda_facts, ready_for_device, trainer_hardware
+from lightning_modules.hardware import channels_last, cuda_facts, effective_batch, ready_for_device, trainer_hardware
 from lightning_modules.multihead import MultiHeadModule
 from lightning_modules.ordinal import build_ordinal_loss
 from lightning_modules.task_module import TaskModule
@@ -103,23 +103,6 @@ def check_settings(cfg: Config, fold: int | str, task: str) -> None:
             "optim.scheduler=plateau lowers the learning rate when val/f1 stops improving, and --fold full has no "
             "validation: use optim.scheduler=cosine, step or none with --fold full"
         )
-
-
-def effective_batch(cfg: Config, hw: dict) -> int:
-    """The effective batch the chosen accumulation gives; a warning naming it when it is not the asked one
-    (``trainer.effective_batch`` not a multiple of devices x batch: the nearest one is trained with)."""
-    effective = hw["devices"] * hw["num_nodes"] * cfg.loader.batch_size * hw["accumulate_grad_batches"]
-    if effective != cfg.trainer.effective_batch:
-        log.warning(
-            "trainer.effective_batch %d is not a multiple of %d device(s) x batch %d: training with the nearest, "
-            "an effective batch of %d (accumulation %d)",
-            cfg.trainer.effective_batch,
-            hw["devices"] * hw["num_nodes"],
-            cfg.loader.batch_size,
-            effective,
-            hw["accumulate_grad_batches"],
-        )
-    return effective
 
 
 def build_model(cfg: Config, task: str, dm: MaskDataModule) -> pl.LightningModule:

@@ -107,3 +107,20 @@ def autocast(model: ClassifierModule) -> torch.autocast:
     at 32-true)."""
     dtype = AUTOCAST.get(model.precision)
     return torch.autocast(model.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def effective_batch(cfg: Config, hw: dict) -> int:
+    """The effective batch the chosen accumulation gives; a warning naming it when it is not the asked one
+    (``trainer.effective_batch`` not a multiple of devices x batch: the nearest one is trained with)."""
+    effective = hw["devices"] * hw["num_nodes"] * cfg.loader.batch_size * hw["accumulate_grad_batches"]
+    if effective != cfg.trainer.effective_batch:
+        log.warning(
+            "trainer.effective_batch %d is not a multiple of %d device(s) x batch %d: training with the nearest, "
+            "an effective batch of %d (accumulation %d)",
+            cfg.trainer.effective_batch,
+            hw["devices"] * hw["num_nodes"],
+            cfg.loader.batch_size,
+            effective,
+            hw["accumulate_grad_batches"],
+        )
+    return effective
