@@ -7,6 +7,8 @@ wherever they are asked for, CPU included."""
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 
 import torch
 
@@ -23,7 +25,12 @@ def cuda_facts() -> tuple[bool, bool]:
     """(a CUDA device is visible, it computes in bfloat16 natively): Ampere or newer, not a V100 or T4, which
     only emulate it, slowly."""
     available = torch.cuda.is_available()
-    return available, available and torch.cuda.is_bf16_supported(including_emulation=False)
+    if not available:
+        return False, False
+    try:
+        return True, torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch before 2.4 has no such argument and counts no emulation
+        return True, torch.cuda.is_bf16_supported()
 
 
 def train_precision(setting: str, cuda: bool, bf16_supported: bool) -> str:
@@ -79,7 +86,9 @@ def cpu_compiler() -> str | None:
     clang++), or None when there is none."""
     try:
         from torch._inductor.cpp_builder import get_cpp_compiler  # torch's search, loaded only when compiling
-
+    except ImportError:  # torch before 2.5: the same order, by hand
+        return next(filter(None, (shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "clang++") if c)), None)
+    try:
         return get_cpp_compiler()
     except Exception:  # noqa: BLE001 - any failure of the search means no usable compiler
         return None
