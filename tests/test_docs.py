@@ -61,3 +61,14 @@ def test_the_set_up_command_is_the_one_benchmarked():
     assert f'pip install -e ".[dev]" && python {timed} --predict' in setup
     assert "python -m pytest -q" in setup
     assert (ROOT / ".ci" / "run").read_text().rstrip().endswith("python -m pytest -q")
+
+
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+
+
+@pytest.mark.parametrize("page", [README, *sorted((ROOT / "docs").glob("*.md"))], ids=lambda p: p.name)
+def test_every_link_to_a_project_file_leads_to_one(page: Path):
+    """A reader following the README or a doc to another page never meets a dead link (pages move between them)."""
+    targets = [t for t in LINK.findall(page.read_text()) if "://" not in t]
+    dead = [t for t in targets if not (page.parent / t).exists()]
+    assert not dead, f"{page.name} links to missing files: {dead}"
