@@ -1,5 +1,4 @@
-"""The noise finder's run (:func:`run_finder`: read, rank, write, log) and what it reports; the decision
-rule is the package's doc, the command line :mod:`analysis.noise.command`."""
+"""The noise finder's run (:func:`run_finder`: read, rank, write, log) and what it reports."""
 
 from __future__ import annotations
 
@@ -61,7 +60,6 @@ class NoiseReport:
     truth_scores: dict[str, dict] | None = None  # against DIR/truth/ of a synthetic set
     truth_file: Path | None = None
     frames: dict[str, pd.DataFrame] = field(default_factory=dict)  # the out-of-fold predictions it ranked
-    config: dict = field(default_factory=dict)  # the experiment's saved config, as plain data
     mode: str = FIXED
     min_confidence: float = MIN_CONFIDENCE
     thresholds: dict = field(default_factory=dict)  # the thresholds used, by kind (or task) and class
@@ -76,15 +74,6 @@ class NoiseReport:
     draft_kept: Path | None = None  # an edited draft left as it was (the new one went beside it)
 
 
-def _wandb_config(config_path: Path | None, exp: str):
-    try:
-        cfg = load_config(None, [config_path] if config_path else [], [])
-    except (ConfigError, DataError):
-        cfg = load_config(None, [], [])
-    cfg.exp = exp
-    return cfg
-
-
 def experiment_names(exp: str | Sequence[str]) -> list[str]:
     """``"A"``, ``"A,B"`` or ``["A", "B,C"]`` -> the experiments named, in order (an error for none or a repeat)."""
     values = [exp] if isinstance(exp, str) else list(exp)
@@ -96,7 +85,7 @@ def experiment_names(exp: str | Sequence[str]) -> list[str]:
     return names
 
 
-def _read(names: list[str], runs_dir, data_dir, neighbours: bool) -> dict:
+def _read(names: list[str], runs_dir, data_dir, neighbours: bool) -> tuple:
     """The experiments' out-of-fold predictions (flip TTA where every fold has it), config, data and truth."""
     dirs = [exp_dir(runs_dir, n) for n in names]
     tta, lacking = choose_tta(dirs)
@@ -115,21 +104,18 @@ def _read(names: list[str], runs_dir, data_dir, neighbours: bool) -> dict:
         if len(names) > 1 and len(averaged) < len(names):
             log.warning("%s: predicted by %s only: the ensemble reads it from them", task, ", ".join(averaged))
     person_frames = read_neighbours(dirs).frames if neighbours else {}
-    config, config_path = saved_config(dirs[0])
+    config, config_path = saved_config(dirs[0])  # the first experiment's config and data
     data_cfg = config.get("data") or {}
     relabel = [str(r) for r in data_cfg.get("relabel") or []]
     data = load_data_info(data_dir or data_cfg.get("dir"), relabel, explicit=data_dir is not None)
     truth = None
     if data.data_dir is not None and (data.data_dir / TRUTH_DIR / PLANTED).is_file():
         truth = read_truth(data.data_dir), read_disputed(data.data_dir)  # read first: a bad file stops here
-    return dict(
-        ensemble=ensemble, person_frames=person_frames, config=config, config_path=config_path, data=data,
-        truth=truth, tta=tta, lacking=lacking,
-    )  # fmt: skip
+    return ensemble, person_frames, config_path, data, truth, tta, lacking
 
 
 def _write(report: NoiseReport, top: int, cuts: tuple[int, int], truth, progress: bool) -> None:
-    """suspects.csv, the draft (beside an edited one), the contact sheet and, on a synthetic set, the truth scores."""
+    """suspects.csv, the draft, the contact sheet and, on a synthetic set, the truth scores."""
     suspects, names, out_dir = report.suspects, report.experiments, report.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     report.csv = out_dir / SUSPECTS_NAME
@@ -164,7 +150,11 @@ def _reviewed_said(report: NoiseReport) -> dict:
 
 def _log(report: NoiseReport, config_path: Path | None, wandb_mode: str | None, top: int, progress: bool) -> None:
     """The top of the ranking to W&B, when the experiment's config (or ``wandb_mode``) has it on."""
-    cfg = _wandb_config(config_path, report.experiments[0])
+    try:
+        cfg = load_config(None, [config_path] if config_path else [], [])
+    except (ConfigError, DataError):
+        cfg = load_config(None, [], [])
+    cfg.exp = report.experiments[0]
     if wandb_mode:
         cfg.wandb.mode = wandb_mode
     mode = resolve_mode(cfg.wandb.mode)
@@ -192,30 +182,22 @@ def run_finder(
     reviewed: Sequence[str] = (),
     neighbours: bool = False,
 ) -> NoiseReport:
-    """Rank every unit of experiment ``exp`` (several, a list or ``"A,B"``: an ensemble, each photo's
-    probabilities averaged) and write suspects.csv, the contact sheet of the top ``top`` and the draft of the
-    flagged (docs/noise-finder.md). ``mode``: ``fixed`` (``min_confidence`` for every rule) or ``adaptive``;
-    ``reviewed``: corrections files whose ``reviewed:`` units are ranked last and never flagged;
-    ``neighbours``: rank gender and age on the nearest training photos' votes (``oof_neighbours.csv``)."""
+    """Rank every unit of experiment ``exp`` (several, a list or ``"A,B"``: an ensemble) and write the outputs;
+    the options are the command line's (docs/noise-finder.md)."""
     if mode not in THRESHOLD_MODES:
         raise ConfigError(f"thresholds {mode!r}: expected one of {', '.join(THRESHOLD_MODES)}")
     start = time.perf_counter()
     names = experiment_names(exp)
-    r = _read(names, runs_dir, data_dir, neighbours)
-    ensemble, data, person_frames = r["ensemble"], r["data"], r["person_frames"]
+    ensemble, person_frames, config_path, data, truth, tta, lacking = _read(names, runs_dir, data_dir, neighbours)
     review = read_reviewed_units(ensemble.frames, data, reviewed)
-    suspects = find_suspects(
-        ensemble.frames, data.ages or None, ensemble.age_cuts, data.files, min_confidence, progress, mode,
-        review.units, person_frames,
-    )  # fmt: skip
-    report = NoiseReport(
-        suspects, Path(out) if out else noise_dir(runs_dir, names), ensemble.missing, data,
-        frames=ensemble.frames, config=r["config"], mode=mode, min_confidence=min_confidence,
-        thresholds=suspects.attrs.get("thresholds", {}), seconds=time.perf_counter() - start, experiments=names,
-        reviewed=review,
-        held_back=suspects.attrs.get("held_back", {}), tta=r["tta"], lacking=r["lacking"],
-        neighbours=list(person_frames), ranked_only=suspects.attrs.get("ranked_only", {}),
-    )  # fmt: skip
-    _write(report, top, ensemble.age_cuts, r["truth"], progress)
-    _log(report, r["config_path"], wandb_mode, top, progress)
+    frames, cuts = ensemble.frames, ensemble.age_cuts
+    ranking = (frames, data.ages or None, cuts, data.files, min_confidence, progress, mode, review.units)
+    suspects = find_suspects(*ranking, person_frames)
+    report = NoiseReport(suspects, Path(out) if out else noise_dir(runs_dir, names), ensemble.missing, data)
+    report.frames, report.mode, report.min_confidence, report.experiments = frames, mode, min_confidence, names
+    report.thresholds, report.held_back = suspects.attrs.get("thresholds", {}), suspects.attrs.get("held_back", {})
+    report.ranked_only, report.seconds = suspects.attrs.get("ranked_only", {}), time.perf_counter() - start
+    report.reviewed, report.tta, report.lacking, report.neighbours = review, tta, lacking, list(person_frames)
+    _write(report, top, cuts, truth, progress)
+    _log(report, config_path, wandb_mode, top, progress)
     return report

@@ -1,5 +1,5 @@
-"""What the noise finder writes besides suspects.csv: the draft corrections file (the flagged units; one the
-user has edited is never overwritten), the contact sheet of the top of the ranking, and the W&B table."""
+"""What the noise finder writes besides suspects.csv: the draft corrections file (an edited one is never
+overwritten), the contact sheet of the top of the ranking, and the W&B table."""
 
 from __future__ import annotations
 
@@ -30,10 +30,7 @@ DRAFT_NAME = "corrections-draft.yaml"
 SHEET_NAME = "suspects.png"
 DRAFT_HASHES = ".drafts.sha256.json"  # beside the drafts: the hash of each as the finder wrote it
 COMMAND = "python -m analysis.noise"
-RANKED_ONLY_WHY = {  # the rules that rank without flagging, and why (docs/noise-finder.md)
-    "age": "age suggestions",
-    "outlier": "unusual photos",
-}
+RANKED_ONLY_WHY = {"age": "age suggestions", "outlier": "unusual photos"}  # the rules that rank without flagging
 
 
 def _nearest_age(given_text: str, suggested_text: str, cuts: tuple[int, int]) -> int | None:
@@ -56,9 +53,8 @@ def draft_corrections(
     averaged_with: Sequence[str] = (),
     ranked_only: dict[str, int] | None = None,
 ) -> str:
-    """The flagged units as a corrections file (datamodules/relabel.py's format), one comment of evidence
-    each (a table without a ``flag`` column counts as all flagged); ``averaged_with``: the other experiments
-    of an ensemble; ``ranked_only``: by kind, the units the rank-only rules would flag, said as left out."""
+    """The flagged units as a corrections file (datamodules/relabel.py's format), one comment of evidence each;
+    ``averaged_with``: an ensemble's other experiments; ``ranked_only``: by kind, the units said as left out."""
     if "flag" in suspects:
         suspects = suspects[suspects["flag"].astype(bool)]
     q = json.dumps  # a JSON string is a valid double-quoted YAML string
@@ -99,14 +95,8 @@ def draft_corrections(
                 pred = r.suggested.split(",")[0].strip()
                 sections["exclude_images"].append(f"    # or keep it relabelled: mask: {{{q(ref)}: {pred}}}")
     for name, entries in sections.items():
-        real = [e for e in entries if not e.lstrip().startswith("#")]
-        lines.append("")
-        if not real:
-            lines.append(f"{name}: {'{}' if name in ('gender', 'age') else '[]'}")
-            lines.extend(entries)
-        else:
-            lines.append(f"{name}:")
-            lines.extend(entries)
+        empty = "{}" if name in ("gender", "age") else "[]"
+        lines += ["", f"{name}: {empty}" if all(e.lstrip().startswith("#") for e in entries) else f"{name}:", *entries]
     lines += [
         "",
         "# Looked at an entry and keep the label as given? List it here instead (a person; for outlier, the",
@@ -127,9 +117,8 @@ def _hashes(out_dir: Path) -> dict[str, str]:
 
 
 def draft_place(out_dir: Path) -> tuple[Path, Path | None]:
-    """Where the draft goes: ``corrections-draft.yaml``, unless that file differs from what the finder last
-    wrote there (the user edited it, or an older finder wrote it): then beside it, the first
-    ``corrections-draft-<n>.yaml`` free or unedited. Returns that path and the edited draft left alone."""
+    """Where the draft goes: the first ``corrections-draft[-<n>].yaml`` free or as the finder wrote it; and the
+    edited draft left alone."""
     hashes, (stem, suffix) = _hashes(out_dir), DRAFT_NAME.rsplit(".", 1)
     kept = None
     for n in itertools.count(1):
@@ -171,11 +160,9 @@ def _suspect_photos(row, files: dict) -> list[tuple[str, str]]:
     return [(s, files[(row.person, s)]) for s in stems if (row.person, s) in files]
 
 
-def suspect_cell(row, files: dict, thumb_w: int = 96) -> Image.Image:
-    """One ranked unit: its photos side by side (the suspect photo first) and four lines of caption; a
-    flagged unit is framed in red."""
-    photos = _suspect_photos(row, files)[:3]
-    thumb_h = round(thumb_w * 4 / 3)
+def suspect_cell(row, files: dict) -> Image.Image:
+    """One ranked unit: its photos side by side (the suspect first) and four lines of caption, red when flagged."""
+    photos, thumb_w, thumb_h = _suspect_photos(row, files)[:3], 96, 128
     cap_h, font = 58, _font(11)
     flagged = bool(getattr(row, "flag", True))
     cell = Image.new("RGB", (3 * thumb_w, thumb_h + cap_h), "white")
@@ -200,15 +187,13 @@ def suspect_cell(row, files: dict, thumb_w: int = 96) -> Image.Image:
     return cell
 
 
-def contact_sheet(
-    suspects: pd.DataFrame, files: dict, out_png: Path, columns: int = 4, progress: bool = True
-) -> Path | None:
+def contact_sheet(suspects: pd.DataFrame, files: dict, out_png: Path, progress: bool = True) -> Path | None:
     """The units' cells in a grid, in ranking order; None when there is nothing to draw."""
     if suspects.empty or not files:
         return None
     rows = list(suspects.itertuples(index=False))
     cells = [suspect_cell(r, files) for r in tqdm(rows, desc="contact sheet", leave=False, disable=not progress)]
-    w, h = cells[0].size
+    (w, h), columns = cells[0].size, 4
     n_rows = (len(cells) + columns - 1) // columns
     sheet = Image.new("RGB", (min(columns, len(cells)) * (w + 6), n_rows * (h + 6)), (200, 200, 200))
     for i, cell in enumerate(cells):

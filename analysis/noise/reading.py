@@ -1,6 +1,4 @@
-"""What the noise finder reads: an experiment's out-of-fold predictions (or several experiments', averaged
-per photo: :func:`read_ensemble`) and saved config, and the data directory's photos and ages (after the
-experiment's corrections)."""
+"""What the noise finder reads: the experiments' out-of-fold predictions and saved config, and the data."""
 
 from __future__ import annotations
 
@@ -33,28 +31,23 @@ from rundir.layout import (
 log = logging.getLogger("noise")
 
 WRITE_OPTIONS = {"flip": "--oof --tta flip", NEIGHBOURS: "--neighbours"}  # predict.py's, by the file it writes
-NEIGHBOUR_TASKS = ("gender", "age")  # what --neighbours ranks on the nearest training photos' votes: a person's
-# own traits, alike in every photo (a mask state is one photo's; the outlier check reads the models' own outputs)
+NEIGHBOUR_TASKS = ("gender", "age")  # what --neighbours ranks on the votes: a person's traits, alike in every photo
 
 
 def choose_tta(exp_dirs: Sequence[Path]) -> tuple[str, dict[str, list[Path]]]:
-    """The out-of-fold predictions to rank: ``flip`` (``oof_flip.csv``, each photo and its mirror averaged, as
-    the submission predicts; training writes it beside ``oof.csv``) where every fold of every experiment has
-    them, else ``none`` (``oof.csv``); and by experiment its ``oof.csv`` files without ``oof_flip.csv``."""
+    """``flip`` where every fold has ``oof_flip.csv``, else ``none``; and by experiment its folds without it."""
     found = {Path(d).name: without_tta(Path(d)) for d in exp_dirs if Path(d).is_dir()}
     lacking = {name: files for name, files in found.items() if files}
     return ("none" if lacking else "flip"), lacking
 
 
 def write_command(experiments: Iterable[str], reading: str) -> str:
-    """The command that writes the out-of-fold files of ``reading`` (``flip``: ``oof_flip.csv``; ``neighbours``:
-    ``oof_neighbours.csv``) of ``experiments`` from their checkpoints."""
+    """The command that writes the out-of-fold files of ``reading`` (a key of WRITE_OPTIONS) of ``experiments``."""
     return " and ".join(f"python predict.py --exp {name} {WRITE_OPTIONS[reading]}" for name in experiments)
 
 
 def read_oof_frames(exp_dir: Path, tta: str = "none") -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """Each task's out-of-fold predictions (one row per person and photo; a photo predicted by several
-    folds gets their mean), in ``tta`` (see :func:`choose_tta`), and the tasks that have none."""
+    """Each task's out-of-fold predictions (one row per photo, several folds' averaged), and the tasks without."""
     exp_dir = Path(exp_dir)
     if not exp_dir.is_dir():
         raise DataError(f"experiment {exp_dir.name!r} does not exist: no folder {exp_dir} (check --exp and --runs-dir)")
@@ -109,12 +102,8 @@ class Ensemble:
 
 
 def read_ensemble(exp_dirs: list[Path], tta: str = "none") -> Ensemble:
-    """Several experiments' out-of-fold predictions, each photo's probabilities averaged over the experiments
-    that predicted its task (seeds, backbones or recipes of one data set: an ensemble reads the photos more
-    surely than any of its members). The experiments must hold the same photos, labels and age cuts (else a
-    DataError naming what differs); their folds may differ, every prediction being out-of-fold for its own
-    model. One experiment reads as :func:`read_oof_frames`; ``tta``: which out-of-fold files (see
-    :func:`choose_tta`)."""
+    """Several experiments' out-of-fold predictions, each photo's averaged over those that predict its task; the
+    same photos, labels and age cuts, else a DataError naming what differs."""
     read = {Path(d).name: read_oof_frames(Path(d), tta)[0] for d in exp_dirs}  # distinct experiments
     cuts = {name: oof_age_cuts(Path(d)) for name, d in zip(read, exp_dirs, strict=True) if "age" in read[name]}
     if len(set(cuts.values())) > 1:
@@ -138,11 +127,8 @@ def read_ensemble(exp_dirs: list[Path], tta: str = "none") -> Ensemble:
 
 
 def read_neighbours(exp_dirs: Sequence[Path]) -> Ensemble:
-    """Gender and age (:data:`NEIGHBOUR_TASKS`) as voted by each photo's nearest training photos (the
-    ``oof_neighbours.csv`` files beside the ``oof.csv`` files, averaged over the experiments as
-    :func:`read_ensemble` does), for the tasks the experiments predict. A fold without the file, or with one
-    older than its ``best.ckpt`` (written before the model last changed), is a DataError naming the command
-    that writes them."""
+    """Gender and age as voted by each photo's nearest training photos (``oof_neighbours.csv``); a fold's file
+    missing or older than its ``best.ckpt`` is a DataError naming the command that writes them."""
     predicted = [t for t in NEIGHBOUR_TASKS if any(task_oof_files(Path(d), t) for d in exp_dirs)]
     if not predicted:
         raise DataError("--neighbours ranks gender and age, and the experiments predict neither: leave it out")
@@ -170,8 +156,7 @@ def read_neighbours(exp_dirs: Sequence[Path]) -> Ensemble:
 
 
 def saved_config(exp_dir: Path) -> tuple[dict, Path | None]:
-    """The experiment's saved config (the first ``<task>/fold<k>/config.yaml``, the k-fold runs' before
-    the full-data and holdout runs', a multihead model's included) as plain data."""
+    """The experiment's saved config (the first ``<task>/fold<k>/config.yaml``, k-fold runs first) and its path."""
     for task in (*TASK_NAMES, MULTIHEAD):
         task_dir = Path(exp_dir) / task
         for run in [*fold_dirs(task_dir), *fold_dirs(task_dir, [FULL, HOLDOUT])]:
@@ -220,8 +205,7 @@ def load_data_info(data_dir: str | Path | None, relabel: list[str], explicit: bo
 
 
 def ranked_people(frames: dict[str, pd.DataFrame], data: DataInfo) -> tuple[set[str], int | None]:
-    """The people the out-of-fold predictions ``frames`` cover (the ones ranked), and how many people the data
-    holds (None without the data): fewer when some folds are not trained or not finished."""
+    """The people ``frames`` cover (those ranked), and how many the data holds (None without the data)."""
     people = set().union(*(f["person"] for f in frames.values()))
     return people, None if data.images is None else int(data.images["person"].nunique())
 
@@ -238,9 +222,8 @@ class Reviewed:
 
 
 def read_reviewed_units(frames: dict[str, pd.DataFrame], data: DataInfo, extra: Sequence[str] = ()) -> Reviewed:
-    """The ``reviewed`` sections of the experiment's corrections files (``data.relabel``: one that is gone
-    or no longer fits is skipped with a warning) and of the files ``extra`` (``--reviewed``: a DataError if
-    one does not fit), resolved against the people the experiment predicted and the data's people."""
+    """The ``reviewed`` units of the experiment's corrections files (one that does not fit: a warning) and of
+    ``extra`` (``--reviewed``: a DataError)."""
     people = pd.concat([f[["person"]] for f in frames.values()], ignore_index=True)
     people["id"] = people["person"].str.split("_").str[0]
     if data.images is not None:
