@@ -7,10 +7,9 @@ options and measurements: docs/noise-finder.md. ``finder`` runs it, ``command`` 
 """
 
 from analysis.noise.command import main
-from analysis.noise.finder import experiment_names, run_finder
+from analysis.noise.finder import experiment_names, find_suspects, run_finder
 from analysis.noise.outliers import photo_scores
 from analysis.noise.outputs import DRAFT_NAME, SHEET_NAME, check_draft, draft_corrections, log_wandb
-from analysis.noise.ranking import find_suspects
 from analysis.noise.reading import read_ensemble
 from analysis.noise.rules import age_suspects, gender_suspects, mask_swap_suspects, person_posteriors, swap_pairs
 from analysis.noise.suspects import (

@@ -58,12 +58,8 @@ def _group_text(group: int, cuts: tuple[int, int]) -> str:
     return f"{name} ({lo}-{hi})" if hi < 120 else f"{name} ({lo}+)"
 
 
-def _verdict(v) -> tuple:
-    return v.confidence, v.threshold, v.score, v.flag
-
-
 def _person_table(task: str, post: pd.DataFrame, v, given: list[str], suggested: list[str], reasons: list[str]):
-    return unit_table(post.index.to_numpy(), "", task, task, given, suggested, *_verdict(v), reasons)
+    return unit_table(post.index.to_numpy(), "", task, task, given, suggested, *v.columns(), reasons)
 
 
 def _favours(task: str, post: pd.DataFrame) -> list[str]:
@@ -160,5 +156,5 @@ def mask_swap_suspects(mask: pd.DataFrame, min_confidence: float = MIN_CONFIDENC
     ]
     images = [f"{a};{b}" for a, b in zip(pairs["image_incorrect"], pairs["image_normal"], strict=True)]
     given, suggested = "incorrect/not_wear", "not_wear/incorrect"
-    table = unit_table(pairs.index.to_numpy(), images, "mask_swap", "mask", given, suggested, *_verdict(v), reasons)
+    table = unit_table(pairs.index.to_numpy(), images, "mask_swap", "mask", given, suggested, *v.columns(), reasons)
     return ranked(table, {"mask_swap": {"swapped": round(float(v.thresholds[1]), 4)}})

@@ -31,6 +31,9 @@ class Verdict:
     flag: np.ndarray
     thresholds: np.ndarray
 
+    def columns(self) -> tuple:
+        return self.confidence, self.threshold, self.score, self.flag
+
 
 def judge(
     probs: np.ndarray,
@@ -67,15 +70,7 @@ def judge(
     return Verdict(suggestion, confidence, threshold, score, flag, thresholds)
 
 
-def _prune_by_noise_rate(
-    probs: np.ndarray,
-    labels: np.ndarray,
-    allowed: np.ndarray,
-    thresholds: np.ndarray,
-    suggestion: np.ndarray,
-    score: np.ndarray,
-    candidate: np.ndarray,
-) -> np.ndarray:
+def _prune_by_noise_rate(probs, labels, allowed, thresholds, suggestion, score, candidate) -> np.ndarray:
     """Flag, for each (given y, suggested c), the calibrated confident-joint count of the top-scored units."""
     k = probs.shape[1]
     over = allowed & (probs >= thresholds)
