@@ -257,7 +257,7 @@ def model_part(args, report: NoiseReport) -> dict:
     for name in args.exp:
         prefix = f"{name}/" if len(args.exp) > 1 else ""
         per_run |= {prefix + k: v for k, v in train_seconds(exp_dir(args.runs_dir, name)).items()}
-    members = {name: oof_f1(read_oof_frames(exp_dir(args.runs_dir, name), report.tta)[0]) for name in args.exp}
+    members = {name: oof_f1(read_oof_frames(exp_dir(args.runs_dir, name), report.tta)) for name in args.exp}
     return {
         **(next(iter(shared.values())) if len(shared) == 1 else {}),  # where every task's model has them
         "settings_per_task": settings,

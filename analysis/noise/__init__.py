@@ -2,23 +2,14 @@
 
     python -m analysis.noise --exp NAME [--exp NAME2 ...] [--thresholds {fixed,adaptive}] [--reviewed FILE ...]
 
-Ranks every person by how strongly the models contradict their gender or age label across their photos,
-every ``incorrect_mask``/``normal`` pair by how swapped it looks, and every photo by how little it fits its
-mask label or the person's other photos; writes ``suspects.csv`` (the ranking), ``suspects.png`` (a contact
-sheet of its top) and ``corrections-draft.yaml`` (the flagged units, to review; an edited one is never
-overwritten) into ``runs/<exp>/noise/``. Method, options and measurements: docs/noise-finder.md.
-
-The modules: ``reading`` (the experiments' predictions, config and data), ``suspects`` (the columns and
-constants), ``thresholds`` (the decision), ``rules`` (the person-level rules), ``outliers``, ``ranking``
-(:func:`find_suspects`, every kind), ``outputs`` (draft, contact sheet, W&B), ``truth`` (a synthetic set's
-planted errors), ``finder`` (the run), ``command`` (the command line).
+Writes ``suspects.csv``, ``suspects.png`` and ``corrections-draft.yaml`` into ``runs/<exp>/noise/``; method,
+options and measurements: docs/noise-finder.md. ``finder`` runs it, ``command`` is its command line.
 """
 
 from analysis.noise.command import main
-from analysis.noise.finder import experiment_names, run_finder
+from analysis.noise.finder import experiment_names, find_suspects, run_finder
 from analysis.noise.outliers import photo_scores
 from analysis.noise.outputs import DRAFT_NAME, SHEET_NAME, check_draft, draft_corrections, log_wandb
-from analysis.noise.ranking import find_suspects
 from analysis.noise.reading import read_ensemble
 from analysis.noise.rules import age_suspects, gender_suspects, mask_swap_suspects, person_posteriors, swap_pairs
 from analysis.noise.suspects import (

@@ -1,5 +1,4 @@
-"""The noise finder's command line, ``python -m analysis.noise`` (docs/noise-finder.md), and the summary it
-prints."""
+"""The noise finder's command line, ``python -m analysis.noise`` (docs/noise-finder.md), and its summary."""
 
 from __future__ import annotations
 
@@ -18,24 +17,19 @@ from core.errors import ConfigError, run_cli
 from rundir.layout import OOF, OOF_FLIP, OOF_NEIGHBOURS
 
 
-def _thresholds_text(thresholds: dict) -> str:
-    return "; ".join(f"{kind} " + ", ".join(f"{c} {t:.3f}" for c, t in by.items()) for kind, by in thresholds.items())
-
-
 def summarize(report: NoiseReport) -> str:
     """The printed summary: what was ranked and flagged, from what, where the outputs are, and the truth scores."""
-    s = report.suspects
-    counts = ", ".join(
-        f"{k} {int((s['kind'] == k).sum())} ({int((s['flag'] & (s['kind'] == k)).sum())})" for k in KINDS
-    )
+    s, names = report.suspects, report.experiments
+    counts = ", ".join(f"{k} {(s['kind'] == k).sum()} ({(s['flag'] & (s['kind'] == k)).sum()})" for k in KINDS)
     lines = [f"{len(s)} units ranked, flagged in brackets: {counts}"]
-    if len(report.experiments) > 1:
-        lines.insert(0, f"ensemble of {len(report.experiments)} experiments: {', '.join(report.experiments)}")
-    lines.append(f"thresholds ({report.mode}): {_thresholds_text(report.thresholds)}")
+    if len(names) > 1:
+        lines.insert(0, f"ensemble of {len(names)} experiments: {', '.join(names)}")
+    used = "; ".join(f"{k} " + ", ".join(f"{c} {t:.3f}" for c, t in by.items()) for k, by in report.thresholds.items())
+    lines.append(f"thresholds ({report.mode}): {used}")
     read = f"{OOF_FLIP} (flip TTA: each photo and its mirror, averaged)" if report.tta == "flip" else f"{OOF} (no TTA)"
     if report.lacking:
-        command = write_command(report.lacking, "flip")
-        read += f"; {sum(map(len, report.lacking.values()))} fold(s) lack {OOF_FLIP}: {command}"
+        lacking = sum(map(len, report.lacking.values()))
+        read += f"; {lacking} fold(s) lack {OOF_FLIP}: {write_command(report.lacking, 'flip')}"
     lines.append(f"out-of-fold predictions: {read}")
     if report.neighbours:
         lines.append(
@@ -47,11 +41,8 @@ def summarize(report: NoiseReport) -> str:
         lines.append(f"ranked, not flagged (their flags were measured mostly wrong): {', '.join(left)}")
     if report.reviewed.files:
         listed = ", ".join(f"{k} {n}" for k, n in report.reviewed.counts().items())
-        held = sum(report.held_back.values())
-        lines.append(
-            f"reviewed, kept as labelled (ranked last, not flagged): {listed}, from {', '.join(report.reviewed.files)}"
-            f"; {held} of them the rules would have flagged"
-        )
+        listed += f", from {', '.join(report.reviewed.files)}; {sum(report.held_back.values())} of them the rules"
+        lines.append(f"reviewed, kept as labelled (ranked last, not flagged): {listed} would have flagged")
     if report.missing:
         lines.append(f"missing out-of-fold predictions: {', '.join(report.missing)} (those checks were skipped)")
     if report.data.data_dir is None:
@@ -62,8 +53,9 @@ def summarize(report: NoiseReport) -> str:
     check = f" (applies cleanly: {report.draft_changes} changes)" if report.draft_changes is not None else ""
     lines.append(f"draft corrections{check}: {report.draft}")
     if report.draft_kept:
-        kept = report.draft_kept
-        lines.append(f"{kept} was edited since the finder wrote it: left as it is, the new draft is beside it")
+        lines.append(
+            f"{report.draft_kept} was edited since the finder wrote it: left as it is, the new draft is beside it"
+        )
     lines.append(f"review it, then: python train.py --set 'data.relabel=[{report.draft}]' ...")
     return "\n".join(lines + _truth_lines(report))
 
@@ -150,19 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         problem = place_problem(args.out, folder=True) if args.out else None
         if problem:  # before the runs are read: not after
             raise ConfigError(f"--out {args.out} {problem}")
-        report = run_finder(
-            args.exp,
-            args.runs_dir,
-            args.data_dir,
-            args.top,
-            args.out,
-            args.wandb,
-            args.min_confidence,
-            progress=not args.quiet,
-            mode=args.thresholds,
-            reviewed=args.reviewed,
-            neighbours=args.neighbours,
-        )
+        options = (args.exp, args.runs_dir, args.data_dir, args.top, args.out, args.wandb, args.min_confidence)
+        report = run_finder(*options, not args.quiet, args.thresholds, args.reviewed, args.neighbours)
         print(summarize(report), flush=True)
 
     return run_cli(work, args.debug)

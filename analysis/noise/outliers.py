@@ -1,8 +1,5 @@
-"""Outlier photos: each photo's surprises (its mask label, its disagreement with the person's other photos,
-how unlike them it looks), combined into one confidence; the mask model's contradiction of the photo's
-mask label; every photo ranked by the stronger of the two. Only the mask model's contradiction flags: the
-unusual-photo test's flags were mostly wrong in the measurements (docs/noise-finder.md), so it ranks only
-(``attrs["ranked_only"]`` counts the photos it alone would flag)."""
+"""Outlier photos, ranked by the stronger of the mask model's contradiction of the mask label (the only reason
+that flags) and how unusual the photo is (its surprises combined: ranks only, its flags were mostly wrong)."""
 
 from __future__ import annotations
 
@@ -16,11 +13,11 @@ from analysis.noise.suspects import (
     FIXED,
     MIN_CONFIDENCE,
     PROB_FLOOR,
-    SUSPECT_COLUMNS,
     log_probs,
     ranked,
     scaled_score,
     softmax,
+    unit_table,
 )
 from analysis.noise.thresholds import judge, thresholds_by_name
 from core.tasks import TASK_NAMES, TASKS
@@ -55,8 +52,7 @@ def _thumbnail(path: str) -> np.ndarray | None:
 
 
 def appearance_distance(keys: pd.MultiIndex, files: dict[tuple[str, str], str], progress: bool = True) -> pd.Series:
-    """Per photo: how far its thumbnail is from the median of the person's other photos, relative to the
-    person's own typical distance (1 = typical); NaN where it cannot be told."""
+    """Per photo: its thumbnail's distance from the median of the person's others, over the person's typical one."""
     wanted = [(p, s) for p, s in keys if (p, s) in files]
     bar = tqdm(wanted, desc="thumbnails", unit="img", disable=not progress, leave=False)
     thumbs = [_thumbnail(files[k]) for k in bar]
@@ -82,8 +78,7 @@ def _rank_pvalue(x: pd.Series) -> pd.Series:
 
 
 def photo_scores(frames: dict[str, pd.DataFrame], files: dict | None = None, progress: bool = True) -> pd.DataFrame:
-    """Per photo: the surprises, their Fisher combination and the outlier confidence: (1 - p) ** N, the chance
-    that none of the N photos is this unusual by luck (Sidak; about 1 - N * p near 1)."""
+    """Per photo: the surprises, their Fisher combination and the outlier confidence (1 - p) ** N (Sidak)."""
     base = next(frames[t] for t in TASK_NAMES if t in frames)
     keys = pd.MultiIndex.from_frame(base[KEY])
     out = pd.DataFrame(index=keys)
@@ -125,8 +120,7 @@ def _heads(frames: dict[str, pd.DataFrame], keys: pd.MultiIndex) -> tuple[list[s
 
 
 def _mask_verdict(mask: pd.DataFrame, keys: pd.MultiIndex, mode: str, cut: float):
-    """The mask model against each photo's mask label: (present, suggestion, confidence, threshold, score,
-    flag, thresholds). The fixed cut keeps its rule: 1 - p(given) >= cut."""
+    """The mask model against each photo's mask label; the fixed cut's rule is 1 - p(given) >= cut."""
     m = mask.set_index(KEY).reindex(keys)
     present = m["label"].notna().to_numpy()
     p = np.clip(m[prob_columns(MASK_CLASSES)].fillna(1.0).to_numpy(float), PROB_FLOOR, 1.0)
@@ -151,9 +145,7 @@ def outlier_suspects(
     min_confidence: float = MIN_CONFIDENCE,
     mode: str = FIXED,
 ) -> pd.DataFrame:
-    """Every photo, ranked by the stronger of the mask model's contradiction of its mask label (thresholds
-    per ``mode``; the only reason that flags) and how unusual it is on the whole (outlier confidence against
-    ``min_confidence`` in both modes: a level of significance). Photos of a flagged swap are explained."""
+    """Every photo, ranked by the stronger of its two reasons (module doc); a flagged swap's photos are explained."""
     keys = scores.index
     n = len(keys)
     done = np.array([k in explained for k in keys], bool)
@@ -187,23 +179,8 @@ def outlier_suspects(
     conf, score = np.where(done, 0.0, conf), np.where(done, -1.0, score)
     reasons = [f"explained by the flagged mask swap; {r}" if d else r for d, r in zip(done, reasons, strict=True)]
     given_text, best_text = _heads(frames, keys)
-    table = pd.DataFrame(
-        {
-            "person": keys.get_level_values(0),
-            "image": scores["image"].to_numpy(),
-            "kind": "outlier",
-            "task": task,
-            "given": given_text,
-            "suggested": best_text,
-            "confidence": conf,
-            "threshold": thr,
-            "score": score,
-            "flag": m_flag,
-            "reviewed": False,
-            "reason": reasons,
-        },
-        columns=SUSPECT_COLUMNS,
-    )
+    person, images = keys.get_level_values(0), scores["image"].to_numpy()
+    table = unit_table(person, images, "outlier", task, given_text, best_text, conf, thr, score, m_flag, reasons)
     out = ranked(table, thresholds)
     out.attrs["ranked_only"] = {"outlier": int((u_flag & ~m_flag).sum())}
     return out

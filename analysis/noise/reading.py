@@ -1,6 +1,4 @@
-"""What the noise finder reads: an experiment's out-of-fold predictions (or several experiments', averaged
-per photo: :func:`read_ensemble`) and saved config, and the data directory's photos and ages (after the
-experiment's corrections)."""
+"""What the noise finder reads: the experiments' out-of-fold predictions and saved config, and the data."""
 
 from __future__ import annotations
 
@@ -12,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from analysis.noise.truth import PLANTED, TRUTH_DIR, read_disputed, read_truth
 from analysis.scoring import oof_age_cuts, oof_models, read_task_oof, task_oof_files, without_tta
 from core.errors import DataError
 from core.tasks import COMPETITION_AGE_CUTS, MULTIHEAD, TASK_NAMES, TASKS
@@ -26,6 +25,7 @@ from rundir.layout import (
     NEIGHBOURS,
     OOF_NEIGHBOURS,
     OOF_READINGS,
+    exp_dir,
     fold_dirs,
     prob_columns,
 )
@@ -33,48 +33,40 @@ from rundir.layout import (
 log = logging.getLogger("noise")
 
 WRITE_OPTIONS = {"flip": "--oof --tta flip", NEIGHBOURS: "--neighbours"}  # predict.py's, by the file it writes
-NEIGHBOUR_TASKS = ("gender", "age")  # what --neighbours ranks on the nearest training photos' votes: a person's
-# own traits, alike in every photo (a mask state is one photo's; the outlier check reads the models' own outputs)
+NEIGHBOUR_TASKS = ("gender", "age")  # what --neighbours ranks on the votes: a person's traits, alike in every photo
 
 
 def choose_tta(exp_dirs: Sequence[Path]) -> tuple[str, dict[str, list[Path]]]:
-    """The out-of-fold predictions to rank: ``flip`` (``oof_flip.csv``, each photo and its mirror averaged, as
-    the submission predicts; training writes it beside ``oof.csv``) where every fold of every experiment has
-    them, else ``none`` (``oof.csv``); and by experiment its ``oof.csv`` files without ``oof_flip.csv``."""
+    """``flip`` where every fold has ``oof_flip.csv``, else ``none``; and by experiment its folds without it."""
     found = {Path(d).name: without_tta(Path(d)) for d in exp_dirs if Path(d).is_dir()}
     lacking = {name: files for name, files in found.items() if files}
     return ("none" if lacking else "flip"), lacking
 
 
 def write_command(experiments: Iterable[str], reading: str) -> str:
-    """The command that writes the out-of-fold files of ``reading`` (``flip``: ``oof_flip.csv``; ``neighbours``:
-    ``oof_neighbours.csv``) of ``experiments`` from their checkpoints."""
+    """The command that writes the out-of-fold files of ``reading`` (a key of WRITE_OPTIONS) of ``experiments``."""
     return " and ".join(f"python predict.py --exp {name} {WRITE_OPTIONS[reading]}" for name in experiments)
 
 
-def read_oof_frames(exp_dir: Path, tta: str = "none") -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """Each task's out-of-fold predictions (one row per person and photo; a photo predicted by several
-    folds gets their mean), in ``tta`` (see :func:`choose_tta`), and the tasks that have none."""
+def read_oof_frames(exp_dir: Path, tta: str = "none") -> dict[str, pd.DataFrame]:
+    """Each task's out-of-fold predictions (one row per photo, several folds' averaged)."""
     exp_dir = Path(exp_dir)
     if not exp_dir.is_dir():
         raise DataError(f"experiment {exp_dir.name!r} does not exist: no folder {exp_dir} (check --exp and --runs-dir)")
-    frames, missing = {}, []
+    frames = {}
     models = oof_models(exp_dir)  # the finished runs only, as the submission; the unfinished named in a warning
     for task in TASK_NAMES:
         df = read_task_oof(exp_dir, task, tta=tta, models=models[task])  # its own model's and a multihead model's
-        if df is None:
-            missing.append(task)
-            continue
-        agg = {"image": "first", "fold": "first", "label": "first"} | dict.fromkeys(
-            prob_columns(TASKS[task].num_classes), "mean"
-        )
-        frames[task] = df.groupby(KEY, as_index=False, sort=True).agg(agg)
+        if df is not None:
+            means = dict.fromkeys(prob_columns(TASKS[task].num_classes), "mean")
+            agg = dict.fromkeys(["image", "fold", "label"], "first") | means
+            frames[task] = df.groupby(KEY, as_index=False, sort=True).agg(agg)
     if not frames:
         raise DataError(
             f"no out-of-fold predictions under {exp_dir}: expected <task>/fold<k>/{OOF_READINGS[tta]} for mask, gender "
             "or age (train.py writes them for every validated fold)"
         )
-    return frames, missing
+    return frames
 
 
 def _ensemble_check(task: str, a: str, fa: pd.DataFrame, b: str, fb: pd.DataFrame) -> None:
@@ -109,13 +101,9 @@ class Ensemble:
 
 
 def read_ensemble(exp_dirs: list[Path], tta: str = "none") -> Ensemble:
-    """Several experiments' out-of-fold predictions, each photo's probabilities averaged over the experiments
-    that predicted its task (seeds, backbones or recipes of one data set: an ensemble reads the photos more
-    surely than any of its members). The experiments must hold the same photos, labels and age cuts (else a
-    DataError naming what differs); their folds may differ, every prediction being out-of-fold for its own
-    model. One experiment reads as :func:`read_oof_frames`; ``tta``: which out-of-fold files (see
-    :func:`choose_tta`)."""
-    read = {Path(d).name: read_oof_frames(Path(d), tta)[0] for d in exp_dirs}  # distinct experiments
+    """Several experiments' out-of-fold predictions, each photo's averaged over those that predict its task; the
+    same photos, labels and age cuts, else a DataError naming what differs."""
+    read = {Path(d).name: read_oof_frames(Path(d), tta) for d in exp_dirs}  # distinct experiments
     cuts = {name: oof_age_cuts(Path(d)) for name, d in zip(read, exp_dirs, strict=True) if "age" in read[name]}
     if len(set(cuts.values())) > 1:
         listing = ", ".join(f"{list(c)} in {name}" for name, c in cuts.items())
@@ -138,24 +126,18 @@ def read_ensemble(exp_dirs: list[Path], tta: str = "none") -> Ensemble:
 
 
 def read_neighbours(exp_dirs: Sequence[Path]) -> Ensemble:
-    """Gender and age (:data:`NEIGHBOUR_TASKS`) as voted by each photo's nearest training photos (the
-    ``oof_neighbours.csv`` files beside the ``oof.csv`` files, averaged over the experiments as
-    :func:`read_ensemble` does), for the tasks the experiments predict. A fold without the file, or with one
-    older than its ``best.ckpt`` (written before the model last changed), is a DataError naming the command
-    that writes them."""
-    predicted = [t for t in NEIGHBOUR_TASKS if any(task_oof_files(Path(d), t) for d in exp_dirs)]
-    if not predicted:
+    """Gender and age as voted by each photo's nearest training photos (``oof_neighbours.csv``); a fold's file
+    missing or older than its ``best.ckpt`` is a DataError naming the command that writes them."""
+    if not any(task_oof_files(Path(d), t) for t in NEIGHBOUR_TASKS for d in exp_dirs):
         raise DataError("--neighbours ranks gender and age, and the experiments predict neither: leave it out")
     missing: dict[str, list[Path]] = {}
     stale: dict[str, list[Path]] = {}
-    for d in map(Path, exp_dirs):
-        for task in NEIGHBOUR_TASKS:
-            for oof in task_oof_files(d, task):
-                votes, ckpt = oof.parent / OOF_NEIGHBOURS, oof.parent / BEST_CKPT
-                if not votes.is_file():
-                    missing.setdefault(d.name, []).append(votes)
-                elif ckpt.is_file() and votes.stat().st_mtime < ckpt.stat().st_mtime:
-                    stale.setdefault(d.name, []).append(votes)
+    for d, task in [(Path(d), task) for d in exp_dirs for task in NEIGHBOUR_TASKS]:
+        for votes, ckpt in [(oof.parent / OOF_NEIGHBOURS, oof.parent / BEST_CKPT) for oof in task_oof_files(d, task)]:
+            if not votes.is_file():
+                missing.setdefault(d.name, []).append(votes)
+            elif ckpt.is_file() and votes.stat().st_mtime < ckpt.stat().st_mtime:
+                stale.setdefault(d.name, []).append(votes)
     for found, why in ((missing, "missing"), (stale, "older than the best.ckpt beside it")):
         if found:
             files = list(dict.fromkeys(f for fs in found.values() for f in fs))
@@ -170,8 +152,7 @@ def read_neighbours(exp_dirs: Sequence[Path]) -> Ensemble:
 
 
 def saved_config(exp_dir: Path) -> tuple[dict, Path | None]:
-    """The experiment's saved config (the first ``<task>/fold<k>/config.yaml``, the k-fold runs' before
-    the full-data and holdout runs', a multihead model's included) as plain data."""
+    """The experiment's saved config (the first ``<task>/fold<k>/config.yaml``, k-fold runs first) and its path."""
     for task in (*TASK_NAMES, MULTIHEAD):
         task_dir = Path(exp_dir) / task
         for run in [*fold_dirs(task_dir), *fold_dirs(task_dir, [FULL, HOLDOUT])]:
@@ -219,13 +200,6 @@ def load_data_info(data_dir: str | Path | None, relabel: list[str], explicit: bo
     return DataInfo(data_dir, files, ages, images, list(relabel))
 
 
-def ranked_people(frames: dict[str, pd.DataFrame], data: DataInfo) -> tuple[set[str], int | None]:
-    """The people the out-of-fold predictions ``frames`` cover (the ones ranked), and how many people the data
-    holds (None without the data): fewer when some folds are not trained or not finished."""
-    people = set().union(*(f["person"] for f in frames.values()))
-    return people, None if data.images is None else int(data.images["person"].nunique())
-
-
 @dataclass
 class Reviewed:
     """The units a reviewer looked at and kept as labelled (:func:`read_reviewed_units`)."""
@@ -238,9 +212,8 @@ class Reviewed:
 
 
 def read_reviewed_units(frames: dict[str, pd.DataFrame], data: DataInfo, extra: Sequence[str] = ()) -> Reviewed:
-    """The ``reviewed`` sections of the experiment's corrections files (``data.relabel``: one that is gone
-    or no longer fits is skipped with a warning) and of the files ``extra`` (``--reviewed``: a DataError if
-    one does not fit), resolved against the people the experiment predicted and the data's people."""
+    """The ``reviewed`` units of the experiment's corrections files (one that does not fit: a warning) and of
+    ``extra`` (``--reviewed``: a DataError)."""
     people = pd.concat([f[["person"]] for f in frames.values()], ignore_index=True)
     people["id"] = people["person"].str.split("_").str[0]
     if data.images is not None:
@@ -263,3 +236,32 @@ def read_reviewed_units(frames: dict[str, pd.DataFrame], data: DataInfo, extra: 
         for kind, got in units.items():
             found.units.setdefault(kind, set()).update(got)
     return found
+
+
+def read_experiments(names: list[str], runs_dir, data_dir, neighbours: bool) -> tuple:
+    """The experiments' out-of-fold predictions (flip TTA where every fold has it), config, data and truth."""
+    dirs = [exp_dir(runs_dir, n) for n in names]
+    tta, lacking = choose_tta(dirs)
+    if lacking:
+        log.warning(
+            "%d fold(s) have no out-of-fold predictions in flip TTA (runs trained before training wrote them), so "
+            "the ranking reads those without TTA; the flip TTA's predictions rank label errors better: %s writes "
+            "them",
+            sum(map(len, lacking.values())),
+            write_command(lacking, "flip"),
+        )
+    ensemble = read_ensemble(dirs, tta)
+    if ensemble.missing:
+        log.warning("no out-of-fold predictions for %s: those checks are skipped", ", ".join(ensemble.missing))
+    for task, averaged in ensemble.members.items():
+        if len(names) > 1 and len(averaged) < len(names):
+            log.warning("%s: predicted by %s only: the ensemble reads it from them", task, ", ".join(averaged))
+    person_frames = read_neighbours(dirs).frames if neighbours else {}
+    config, config_path = saved_config(dirs[0])  # the first experiment's config and data
+    data_cfg = config.get("data") or {}
+    relabel = [str(r) for r in data_cfg.get("relabel") or []]
+    data = load_data_info(data_dir or data_cfg.get("dir"), relabel, explicit=data_dir is not None)
+    truth = None
+    if data.data_dir is not None and (data.data_dir / TRUTH_DIR / PLANTED).is_file():
+        truth = read_truth(data.data_dir), read_disputed(data.data_dir)  # read first: a bad file stops here
+    return ensemble, person_frames, config_path, data, truth, tta, lacking

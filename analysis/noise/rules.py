@@ -1,7 +1,4 @@
-"""The decision rules for a person's labels: person posteriors, the gender and age rankings, and the
-swapped ``incorrect_mask``/``normal`` pairs; each ranks every unit, and gender and swaps flag some (see
-:mod:`analysis.noise.thresholds`). Age ranks only: its flags were right 2-18% of the time in every
-measurement (docs/noise-finder.md); ``attrs["ranked_only"]`` counts those its rule would flag."""
+"""The person-level rules: gender, age (ranks only: its flags were mostly wrong) and swapped mask pairs."""
 
 from __future__ import annotations
 
@@ -14,10 +11,10 @@ from analysis.noise.suspects import (
     INCORRECT,
     MIN_CONFIDENCE,
     NOT_WEAR,
-    SUSPECT_COLUMNS,
     log_probs,
     ranked,
     softmax,
+    unit_table,
 )
 from analysis.noise.thresholds import class_thresholds, judge, thresholds_by_name
 from core.tasks import COMPETITION_AGE_CUTS, TASKS
@@ -26,9 +23,8 @@ MASK_CLASSES = TASKS["mask"].num_classes
 
 
 def person_posteriors(frame: pd.DataFrame, task: str) -> pd.DataFrame:
-    """Per person: the given label, each label's probability (the normalised geometric mean of their photos'
-    probabilities: one person's photos are one piece of evidence seen several times, so they are averaged,
-    not multiplied), the best label, and how many photos favour it."""
+    """Per person: the given label, each label's probability (their photos' normalised geometric mean), the best
+    label, and how many photos favour it."""
     k = TASKS[task].num_classes
     lp = pd.DataFrame(log_probs(frame, k), index=frame["person"].to_numpy())
     grouped = lp.groupby(level=0, sort=True)
@@ -62,24 +58,8 @@ def _group_text(group: int, cuts: tuple[int, int]) -> str:
     return f"{name} ({lo}-{hi})" if hi < 120 else f"{name} ({lo}+)"
 
 
-def _person_table(task: str, post: pd.DataFrame, verdict, given: list[str], suggested: list[str], reasons: list[str]):
-    return pd.DataFrame(
-        {
-            "person": post.index.to_numpy(),
-            "image": "",
-            "kind": task,
-            "task": task,
-            "given": given,
-            "suggested": suggested,
-            "confidence": verdict.confidence,
-            "threshold": verdict.threshold,
-            "score": verdict.score,
-            "flag": verdict.flag,
-            "reviewed": False,
-            "reason": reasons,
-        },
-        columns=SUSPECT_COLUMNS,
-    )
+def _person_table(task: str, post: pd.DataFrame, v, given: list[str], suggested: list[str], reasons: list[str]):
+    return unit_table(post.index.to_numpy(), "", task, task, given, suggested, *v.columns(), reasons)
 
 
 def _favours(task: str, post: pd.DataFrame) -> list[str]:
@@ -95,18 +75,15 @@ def _judged(post: pd.DataFrame, k: int, mode: str, min_confidence: float, eligib
     return judge(probs, post["given"].to_numpy(), mode, min_confidence, eligible)
 
 
-def _finish(table: pd.DataFrame, task: str, thresholds: np.ndarray) -> pd.DataFrame:
-    return ranked(table, {task: thresholds_by_name(thresholds, TASKS[task].classes)})
-
-
 def gender_suspects(frame: pd.DataFrame, min_confidence: float = MIN_CONFIDENCE, mode: str = FIXED) -> pd.DataFrame:
     """Every person, ranked by how strongly their photos, pooled, contradict the given gender."""
     names = TASKS["gender"].classes
     post = person_posteriors(frame, "gender")
     v = _judged(post, len(names), mode, min_confidence)
     given = [names[g] for g in post["given"]]
-    table = _person_table("gender", post, v, given, [names[s] for s in v.suggestion], _favours("gender", post))
-    return _finish(table, "gender", v.thresholds)
+    suggested = [names[s] for s in v.suggestion]
+    table = _person_table("gender", post, v, given, suggested, _favours("gender", post))
+    return ranked(table, {"gender": thresholds_by_name(v.thresholds, names)})
 
 
 def age_suspects(
@@ -114,17 +91,15 @@ def age_suspects(
     ages: dict[str, int] | None = None,
     cuts: tuple[int, int] = COMPETITION_AGE_CUTS,
     min_confidence: float = MIN_CONFIDENCE,
-    margin: int = AGE_MARGIN_YEARS,
     mode: str = FIXED,
 ) -> pd.DataFrame:
-    """Every person, ranked by how strongly their photos contradict the given age group, none flagged
-    (``attrs["ranked_only"]``: how many the rule would flag); ``ages`` (person -> years) keeps a group
-    ``margin`` years or less from the given age from being suggested, and gives the suggested age."""
+    """Every person, ranked by how strongly their photos contradict the given age group, none flagged; ``ages``
+    (person -> years) keeps a group within AGE_MARGIN_YEARS of the given age from being suggested."""
     names = TASKS["age"].classes
     post = person_posteriors(frame, "age")
     known = [(ages or {}).get(p) for p in post.index]
     eligible = np.array(
-        [[a is None or _years_outside(a, g, cuts) >= margin for g in range(len(names))] for a in known], bool
+        [[a is None or _years_outside(a, g, cuts) >= AGE_MARGIN_YEARS for g in range(len(names))] for a in known], bool
     ).reshape(len(post), len(names))
     v = _judged(post, len(names), mode, min_confidence, eligible)
     given, suggested, reasons = [], [], _favours("age", post)
@@ -132,12 +107,14 @@ def age_suspects(
         given.append(f"{age} ({names[g]})" if age is not None else names[g])
         suggested.append(_group_text(int(s), cuts) if s >= 0 else "")
         if s < 0:
-            reasons[i] += f"; given age {age} is within {margin} years of every other group"
+            reasons[i] += f"; given age {age} is within {AGE_MARGIN_YEARS} years of every other group"
         elif age is not None:
             reasons[i] += f"; given age {age} is {_years_outside(age, int(s), cuts)} years outside {names[s]}"
     would = int(v.flag.sum())
     v.flag = np.zeros_like(v.flag)
-    out = _finish(_person_table("age", post, v, given, suggested, reasons), "age", v.thresholds)
+    out = ranked(
+        _person_table("age", post, v, given, suggested, reasons), {"age": thresholds_by_name(v.thresholds, names)}
+    )
     out.attrs["ranked_only"] = {"age": would}
     return out
 
@@ -166,10 +143,7 @@ def swap_pairs(mask: pd.DataFrame) -> pd.DataFrame:
 
 
 def mask_swap_suspects(mask: pd.DataFrame, min_confidence: float = MIN_CONFIDENCE, mode: str = FIXED) -> pd.DataFrame:
-    """Every incorrect/normal pair, ranked by P(swapped). A pair is a unit with two labels, "as given" and
-    "swapped"; every pair is given "as given", so the threshold of "swapped" is, by symmetry, the mean
-    P(as given) over the pairs (a swapped pair looks like a typical pair with the photos exchanged), at most
-    ``min_confidence``."""
+    """Every incorrect/normal pair, ranked by P(swapped); adaptive: the threshold is the mean P(as given)."""
     pairs = swap_pairs(mask.reset_index(drop=True).assign(row=lambda d: d.index))
     p = pairs["confidence"].to_numpy()
     probs, labels = np.stack([1 - p, p], 1), np.zeros(len(pairs), int)
@@ -180,21 +154,7 @@ def mask_swap_suspects(mask: pd.DataFrame, min_confidence: float = MIN_CONFIDENC
         f"({r.p_normal_looks_inc:.3f})"
         for r in pairs.itertuples(index=False)
     ]
-    table = pd.DataFrame(
-        {
-            "person": pairs.index.to_numpy(),
-            "image": [f"{a};{b}" for a, b in zip(pairs["image_incorrect"], pairs["image_normal"], strict=True)],
-            "kind": "mask_swap",
-            "task": "mask",
-            "given": "incorrect/not_wear",
-            "suggested": "not_wear/incorrect",
-            "confidence": v.confidence,
-            "threshold": v.threshold,
-            "score": v.score,
-            "flag": v.flag,
-            "reviewed": False,
-            "reason": reasons,
-        },
-        columns=SUSPECT_COLUMNS,
-    )
+    images = [f"{a};{b}" for a, b in zip(pairs["image_incorrect"], pairs["image_normal"], strict=True)]
+    given, suggested = "incorrect/not_wear", "not_wear/incorrect"
+    table = unit_table(pairs.index.to_numpy(), images, "mask_swap", "mask", given, suggested, *v.columns(), reasons)
     return ranked(table, {"mask_swap": {"swapped": round(float(v.thresholds[1]), 4)}})

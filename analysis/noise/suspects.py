@@ -1,5 +1,4 @@
-"""What a ranked unit is (its columns and kinds) and the decision rule's constants, shared by the rules,
-the outlier scores, the outputs and the truth scores."""
+"""What a ranked unit is (its columns and kinds) and the decision rule's constants."""
 
 from __future__ import annotations
 
@@ -11,33 +10,15 @@ import pandas as pd
 from core.tasks import ERROR_KINDS, MASK_FILES
 from rundir.layout import prob_columns
 
-# One row per unit (a person for gender, age and mask_swap; a photo for outlier), every unit ranked:
-# ``suggested`` is the label the row proposes (the best one other than the given), ``confidence`` its
-# probability, ``threshold`` the cut it is held against, ``score`` how far past that cut it is (0 at the
-# cut, 1 certain, -1 no support: :func:`scaled_score`), ``flag`` the decision, ``reviewed`` whether a
-# corrections file lists the unit as looked at and kept as labelled (never flagged, ranked after the rest).
-SUSPECT_COLUMNS = [
-    "person",
-    "image",
-    "kind",
-    "task",
-    "given",
-    "suggested",
-    "confidence",
-    "threshold",
-    "score",
-    "flag",
-    "reviewed",
-    "reason",
-]
+# One row per unit (a person for gender, age and mask_swap; a photo for outlier); ``score``: :func:`scaled_score`,
+# ``reviewed``: listed by a corrections file as looked at and kept as labelled (never flagged, ranked last).
+SUSPECT_COLUMNS = "person image kind task given suggested confidence threshold score flag reviewed reason".split()
 KINDS = ERROR_KINDS  # the kinds of DIR/truth/noise.csv, and of a corrections file's reviewed section
 PROB_FLOOR = 0.01
 MIN_CONFIDENCE = 0.9
 AGE_MARGIN_YEARS = 5
 INCORRECT, NOT_WEAR = MASK_FILES["incorrect_mask"], MASK_FILES["normal"]  # mask labels of those two photos
-ADAPTIVE, FIXED = "adaptive", "fixed"
-# One cut for every rule (the default: it met more targets in benchmarks/results/ than the adaptive mode), or
-# per-class thresholds from the out-of-fold probabilities (confident learning: analysis/noise/thresholds.py).
+ADAPTIVE, FIXED = "adaptive", "fixed"  # one cut for every rule (the default), or confident learning's per class
 THRESHOLD_MODES = (FIXED, ADAPTIVE)
 
 
@@ -53,9 +34,7 @@ def softmax(x: np.ndarray) -> np.ndarray:
 
 
 def scaled_score(confidence: np.ndarray, threshold: np.ndarray) -> np.ndarray:
-    """How far past its threshold a confidence is, as a share of the way from the threshold to certainty (1)
-    above it, or to zero (-1) below it: 0 at the threshold. Comparable across kinds and classes whose
-    thresholds differ; for one threshold, the same order as the confidence."""
+    """How far past its threshold a confidence is: the share of the way to 1 above it, to 0 (-1) below it."""
     c, t = np.asarray(confidence, float), np.asarray(threshold, float)
     with np.errstate(divide="ignore", invalid="ignore"):
         above = (c - t) / np.maximum(1 - t, 1e-9)
@@ -74,10 +53,7 @@ def is_reviewed(table: pd.DataFrame, reviewed: dict[str, set]) -> np.ndarray:
 
 
 def ranked(table: pd.DataFrame, thresholds: dict, reviewed: dict[str, set] | None = None) -> pd.DataFrame:
-    """``table`` in SUSPECT_COLUMNS order, sorted by score (then kind, person, image), with the thresholds
-    used in ``attrs["thresholds"]``. The units ``reviewed`` lists (see :func:`is_reviewed`) are not flagged
-    and come after every other unit, in the same order among themselves; ``attrs["held_back"]`` counts, by
-    kind, those the rule would have flagged."""
+    """``table`` sorted by score, the ``reviewed`` units unflagged and last (``attrs["held_back"]`` by kind)."""
     table = table[SUSPECT_COLUMNS].copy()
     table["reviewed"] = table["reviewed"].to_numpy(bool) | (is_reviewed(table, reviewed) if reviewed else False)
     for column in ("confidence", "threshold", "score"):
@@ -93,6 +69,12 @@ def ranked(table: pd.DataFrame, thresholds: dict, reviewed: dict[str, set] | Non
     if reviewed:
         table.attrs["held_back"] = {str(k): int(n) for k, n in held.items()}
     return table
+
+
+def unit_table(person, image, kind, task, given, suggested, confidence, threshold, score, flag, reason):
+    """One rule's units as a table of SUSPECT_COLUMNS, none reviewed yet."""
+    values = [person, image, kind, task, given, suggested, confidence, threshold, score, flag, False, reason]
+    return pd.DataFrame(dict(zip(SUSPECT_COLUMNS, values, strict=True)))
 
 
 def image_stem(image: str) -> str:

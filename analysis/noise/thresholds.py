@@ -1,14 +1,5 @@
-"""How a rule decides, for every unit: its suggested label, confidence, threshold, score and flag.
-
-``fixed`` (the default): one cut for every rule; a unit is flagged when its suggestion is the model's most
-probable label with a probability of at least the cut. ``adaptive``: confident learning (Northcutt, Jiang
-and Chuang, JAIR 2021), from the paper: class ``c``'s threshold is the mean probability of ``c`` over the
-units labelled ``c``, at most the cut; a unit's confident label is the most probable class that reaches its
-threshold; counting those by given label gives the confident joint ``C[y][c]``, scaled per row to the
-number of units labelled ``y`` (the units with no confident label are left out of ``C``); that many units of
-each (given ``y``, suggested ``c``) cell are flagged, the highest scored, where ``c`` is the model's most
-probable label. The ceiling keeps a model surer than 9 to 1 on its typical unit from asking that much of a
-suspect."""
+"""How a rule decides each unit's suggestion, confidence, threshold, score and flag: ``fixed``, one cut, or
+``adaptive``, confident learning (Northcutt, Jiang and Chuang, JAIR 2021; docs/noise-finder.md)."""
 
 from __future__ import annotations
 
@@ -20,8 +11,7 @@ from analysis.noise.suspects import FIXED, THRESHOLD_MODES, scaled_score
 
 
 def class_thresholds(probs: np.ndarray, labels: np.ndarray, fallback: float) -> np.ndarray:
-    """Per class: the mean probability of the class over the units labelled with it (``fallback`` for a
-    class no unit is labelled with)."""
+    """Per class: its mean probability over the units labelled with it (``fallback`` for none)."""
     t = np.full(probs.shape[1], float(fallback))
     for c in range(probs.shape[1]):
         mine = labels == c
@@ -32,8 +22,7 @@ def class_thresholds(probs: np.ndarray, labels: np.ndarray, fallback: float) -> 
 
 @dataclass
 class Verdict:
-    """Per unit: the suggested class (-1: no class may be suggested), its probability, its class's
-    threshold, the scaled score and the flag; and the per-class thresholds."""
+    """Per unit: the suggested class (-1: none), confidence, threshold, score and flag; per class: thresholds."""
 
     suggestion: np.ndarray
     confidence: np.ndarray
@@ -41,6 +30,9 @@ class Verdict:
     score: np.ndarray
     flag: np.ndarray
     thresholds: np.ndarray
+
+    def columns(self) -> tuple:
+        return self.confidence, self.threshold, self.score, self.flag
 
 
 def judge(
@@ -51,9 +43,8 @@ def judge(
     eligible: np.ndarray | None = None,
     thresholds: np.ndarray | None = None,
 ) -> Verdict:
-    """Decide every unit (rows of ``probs``, labelled ``labels``). ``eligible[i, c]`` False keeps class ``c``
-    from being suggested for unit ``i``; ``cut`` is the fixed cut, and the ceiling of the thresholds from the
-    data; ``thresholds`` overrides those (adaptive mode)."""
+    """Decide every unit; ``eligible[i, c]`` False: ``c`` is never suggested for ``i``; ``cut``: the fixed cut and
+    the adaptive thresholds' ceiling; ``thresholds`` overrides the adaptive ones."""
     if mode not in THRESHOLD_MODES:
         raise ValueError(f"threshold mode {mode!r}: expected one of {', '.join(THRESHOLD_MODES)}")
     probs, labels = np.asarray(probs, float), np.asarray(labels, int)
@@ -79,15 +70,7 @@ def judge(
     return Verdict(suggestion, confidence, threshold, score, flag, thresholds)
 
 
-def _prune_by_noise_rate(
-    probs: np.ndarray,
-    labels: np.ndarray,
-    allowed: np.ndarray,
-    thresholds: np.ndarray,
-    suggestion: np.ndarray,
-    score: np.ndarray,
-    candidate: np.ndarray,
-) -> np.ndarray:
+def _prune_by_noise_rate(probs, labels, allowed, thresholds, suggestion, score, candidate) -> np.ndarray:
     """Flag, for each (given y, suggested c), the calibrated confident-joint count of the top-scored units."""
     k = probs.shape[1]
     over = allowed & (probs >= thresholds)

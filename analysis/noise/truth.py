@@ -1,6 +1,4 @@
-"""The ranking scored against a synthetic set's planted truth (``DIR/truth/noise.csv`` and
-``DIR/truth/disputed.csv``): person-level precision and recall of the flags per error kind, and the
-recall within the top of the ranking (twice as many units as were planted)."""
+"""The ranking scored against a synthetic set's planted truth (``DIR/truth/noise.csv`` and ``disputed.csv``)."""
 
 from __future__ import annotations
 
@@ -15,12 +13,11 @@ TRUTH_DIR = "truth"  # a synthetic set's DIR/truth/
 PLANTED = "noise.csv"  # the planted errors: path (the person), image, kind, ...
 DISPUTED = "disputed.csv"  # the people whose photos leave a label open: path, kind, ...
 TRUTH_SCORES_NAME = "truth-scores.json"
-
-
 TOP_FACTOR = 2  # recall is also measured within the top TOP_FACTOR x planted units of each kind's ranking
 
 
 def _check_kinds(path: Path, kinds: pd.Series) -> None:
+    """A DataError naming ``path`` when ``kinds`` holds one the finder does not know."""
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
         raise DataError(
@@ -29,30 +26,29 @@ def _check_kinds(path: Path, kinds: pd.Series) -> None:
         )
 
 
+def _read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
+    _check_kinds(path, table["kind"])
+    return table
+
+
 def read_truth(data_dir: str | Path) -> pd.DataFrame:
     """``DIR/truth/noise.csv``: the planted errors, every kind one the finder knows (else a DataError)."""
     path = Path(data_dir) / TRUTH_DIR / PLANTED
     if not path.is_file():
         raise DataError(f"{path} is missing: only a synthetic data set (python -m synthetic) has planted truth")
-    truth = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in ("path", "image", "kind") if c not in truth.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
-    _check_kinds(path, truth["kind"])
-    return truth
+    return _read_table(path, ("path", "image", "kind"))
 
 
 def read_disputed(data_dir: str | Path) -> dict[str, set[str]]:
-    """``DIR/truth/disputed.csv`` by kind: the people whose photos leave their label open (a synthetic set's
-    people drawn between the genders); empty when the file is absent."""
+    """``DIR/truth/disputed.csv`` by kind: the people whose photos leave their label open (empty: no file)."""
     path = Path(data_dir) / TRUTH_DIR / DISPUTED
     if not path.is_file():
         return {}
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in ("path", "kind") if c not in table.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
-    _check_kinds(path, table["kind"])
+    table = _read_table(path, ("path", "kind"))
     return {kind: set(rows["path"]) for kind, rows in table.groupby("kind")}
 
 
@@ -79,13 +75,8 @@ def score_suspects(
     disputed: dict[str, set[str]] | None = None,
     people: set[str] | None = None,
 ) -> dict[str, dict]:
-    """Person-level precision and recall of the flags for each error kind planted in ``truth``
-    (``DIR/truth/noise.csv``: a person is its ``path``), and ``recall_top_n``: the share of the planted
-    people among the first ``top_n`` (twice the planted count) units of the kind's ranking, flagged or not.
-    ``suspects`` is the finder's ranking (a table without a ``flag`` column counts as all flagged).
-    ``disputed[kind]`` names people whose photos leave that label open (``DIR/truth/disputed.csv``): how many
-    of them were flagged is reported, and ``precision_without_disputed`` leaves them out. Outliers are also
-    scored per photo. ``people``: the people ranked (those of the trained folds), the only ones scored."""
+    """Per planted kind: person-level precision and recall of the flags, recall in the top ``top_n`` (2 x planted),
+    flagged ``disputed`` people apart; outliers also per photo; only ``people`` (those ranked) are scored."""
     _check_kinds(Path(TRUTH_DIR) / PLANTED, truth["kind"])
     if people is not None:
         truth = truth[truth["path"].isin(people)]
