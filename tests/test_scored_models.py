@@ -170,7 +170,7 @@ def test_a_named_fold_that_cannot_be_used_is_an_error(tiny, capsys, spoil):
 def test_the_noise_finder_scores_the_truth_over_the_people_it_ranked(synthetic, tmp_path, caplog):
     """Only fold 0 of 3 trained (fold 1 of gender still training): the finder says how many people it ranked of
     how many, and scores the planted errors of those people only, not the ones it never saw."""
-    from test_noise import run_main, simulate_oof, write_experiment
+    from noise_helpers import run_main, simulate_oof, write_experiment
 
     frames = simulate_oof(synthetic)
     runs = tmp_path / "runs"
@@ -179,7 +179,7 @@ def test_the_noise_finder_scores_the_truth_over_the_people_it_ranked(synthetic, 
     running.mkdir()
     frames["gender"][frames["gender"]["fold"] == 1].to_csv(running / OOF, index=False)  # no done.json yet
     with caplog.at_level(logging.INFO):
-        rc, _, err = run_main("--exp", "part", "--runs-dir", str(runs), "--quiet", "--tta", "none")
+        rc, _, err = run_main("--exp", "part", "--runs-dir", str(runs), "--quiet")
     assert rc == 0, err
     ranked = set(frames["mask"].loc[frames["mask"]["fold"] == 0, "person"])
     assert f"ranked {len(ranked)} of the 300 people" in caplog.text and "gender/fold1" in caplog.text
