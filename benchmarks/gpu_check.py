@@ -21,7 +21,6 @@ import signal
 import sys
 import tempfile
 import time
-import traceback
 from contextlib import contextmanager
 from dataclasses import asdict
 from importlib import metadata
@@ -33,7 +32,7 @@ import timm
 import torch
 from gpu_check_runs import DEFAULT_VARIANT, VARIANTS, Sizes, e2e, model_only, naive, predict, seed_run
 from loader_stages import ratio, stage_rates, targets
-from speed import host_gib, peak_gpu_gib, project_loader
+from speed import host_gib, measured, project_loader
 from speed_baselines import loader_rate, naive_loader
 
 from configs.config import load_config
@@ -67,6 +66,12 @@ def time_box(seconds: float):
         signal.signal(signal.SIGALRM, previous)
 
 
+def _boxed(box_s: float, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, stopped by :class:`TimeBoxExpired` after ``box_s`` seconds."""
+    with time_box(box_s):
+        return fn(*args, **kwargs)
+
+
 class Check:
     """The JSON being built: sections stored under their key path, the file rewritten after each."""
 
@@ -95,18 +100,7 @@ class Check:
             self.put(keys, value)
             return value
         print(f"--- {name} (time box {box:.0f} s)", flush=True)
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        started = time.perf_counter()
-        try:
-            with time_box(box):
-                value = fn(*args, **kwargs)
-        except Exception as exc:  # record it, go on with the other sections
-            traceback.print_exc()
-            value = {"error": f"{type(exc).__name__}: {exc}"}
-        if isinstance(value, dict):
-            value.setdefault("section_seconds", round(time.perf_counter() - started, 1))
-            value.setdefault("peak_gpu_gib", peak_gpu_gib())
+        value = measured(_boxed, box, fn, *args, **kwargs)
         gc.collect()  # a failed section's model and batches: not into the next one's memory
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

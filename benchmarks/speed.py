@@ -63,6 +63,23 @@ def host_gib() -> dict:
     return {"peak_host_gib_main": round(own, 2), "peak_host_gib_largest_child": round(children, 2)}
 
 
+def measured(fn, *args, **kwargs):
+    """``fn``'s result, its dict given the section's seconds and the GPU's peak memory; its error as a dict
+    instead when it fails, so that one failing section never stops the others."""
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    try:
+        value = fn(*args, **kwargs)
+    except Exception as exc:  # record it, go on with the other sections
+        traceback.print_exc()
+        value = {"error": f"{type(exc).__name__}: {exc}"}
+    if isinstance(value, dict):
+        value.setdefault("section_seconds", round(time.perf_counter() - start, 1))
+        value.setdefault("peak_gpu_gib", peak_gpu_gib())
+    return value
+
+
 class Results:
     def __init__(self, out: Path, device: str):
         self.path = out / f"{device}.json"
@@ -70,17 +87,7 @@ class Results:
 
     def section(self, name: str, fn, *args, **kwargs):
         print(f"--- {name}", flush=True)
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
-        try:
-            value = fn(*args, **kwargs)
-        except Exception as exc:  # record it, go on with the other sections
-            traceback.print_exc()
-            value = {"error": f"{type(exc).__name__}: {exc}"}
-        if isinstance(value, dict):
-            value.setdefault("section_seconds", round(time.perf_counter() - start, 1))
-            value.setdefault("peak_gpu_gib", peak_gpu_gib())
+        value = measured(fn, *args, **kwargs)
         self.data[name] = value
         self.save()
         print(json.dumps(value, indent=1), flush=True)
