@@ -37,7 +37,18 @@ from datamodules.relabel import apply_relabels
 from inference.models import CHECKPOINT, inference_device, load_model, preprocessing_key, retrain_hint
 from inference.predictor import TTA_VIEWS, predict_images
 from lightning_modules.finite import check_finite_probs
-from rundir.layout import AGE, CONFIG, FULL, KEY, OOF, OOF_CONFUSION, OOF_FILES, OOF_SCORES, prob_columns
+from rundir.layout import (
+    AGE,
+    CONFIG,
+    FULL,
+    KEY,
+    OOF,
+    OOF_CONFUSION,
+    OOF_FILES,
+    OOF_SCORES,
+    prob_columns,
+    task_models,
+)
 
 log = logging.getLogger("predict")
 
@@ -232,7 +243,7 @@ def write_oof_report(
         save = OOF_FILES[tta] if age_cuts is None else None  # for the runs trained before it wrote them
         frames = repredict_oof(cfg, exp_dir, folds, TTA_VIEWS[tta], data_dir, age_cuts, save)
         report = score_frames(frames, age_cuts or oof_age_cuts(exp_dir, folds), png, str(exp_dir))
-    models = oof_models(exp_dir, folds)  # what was scored: also what the submission averages
+    models = {t: task_models(exp_dir, t, folds) for t in TASK_NAMES}  # what was scored (logged by the reading)
     report = {"tta": tta, **report, "data_images": data_images(exp_dir, folds, data_dir)}
     report["models"] = {t: {"task": len(m.own), "multihead": len(m.multihead)} for t, m in models.items()}
     report["left_out"] = sorted({str(r.relative_to(exp_dir)) for m in models.values() for r in m.unfinished})
