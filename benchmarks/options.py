@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -30,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "benchmarks" / "configs" / "options-cpu.yaml"
 RUNS = ROOT / "runs"
 SEEDS = (0, 1)
+PACKAGES = ("torch", "torchvision", "timm", "albumentations", "opencv-python-headless", "pytorch-lightning", "numpy")
 OPTIONS = {  # name -> (what it is, its settings)
     "base": ("the seed recipe", []),
     "mix": (
@@ -49,6 +51,17 @@ def device() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
     return f"cpu-{os.cpu_count()}core"
+
+
+def packages() -> dict[str, str | None]:
+    """The installed versions the scores move with (the same code gives other scores on other packages)."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
 
 
 def run(cmd: list[str]) -> float:
@@ -107,6 +120,30 @@ def compared(option: str) -> dict:
             entry |= {"difference": round(row.difference, 4), "interval": [round(row.low, 4), round(row.high, 4)]}
             entry["verdict"] = row.verdict
     return {"oof": out, "compare_csv": str(result["csv"]), "compare_seconds": result["seconds"]}
+
+
+def kept(old: dict, new: dict) -> dict:
+    """An option's new entry, keeping what this call did not measure again (the epoch time, the comparison)
+    when its models are the ones measured before (the same eval scores, seed by seed); otherwise the new entry
+    alone, and for the seed recipe a warning naming the comparisons that rest on its earlier models."""
+    if [s["eval_f1"] for s in old.get("per_seed", [])] == [s["eval_f1"] for s in new["per_seed"]]:
+        return old | new
+    if new["what"] == OPTIONS["base"][0] and old:
+        print(
+            "warning: the seed recipe's models differ from the ones measured before; the other options' "
+            "comparisons rest on those: python benchmarks/options.py --only base,"
+            + ",".join(o for o in OPTIONS if o != "base"),
+            flush=True,
+        )
+    return new
+
+
+def reference_f1() -> float:
+    """The seed recipe's out-of-fold 18-class F1, its seeds pooled as every comparison's reference takes them
+    (compared with its own first seed, which only the reference row is read of)."""
+    base = [exp_name("base", s) for s in SEEDS]
+    table = compare_experiments(RUNS, [base, base[:1]], boot=1, seed=0, plot=False)["table"]
+    return round(float(table[(table["metric"] == "f1") & (table["verdict"] == "reference")]["value"].iloc[0]), 4)
 
 
 def after(option: str, seed: int) -> dict:
@@ -169,7 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     wanted = set(args.only.split(",")) if args.only else set(OPTIONS) | set(AFTER)
     out = ROOT / "benchmarks" / "results" / f"options-{device().replace(' ', '_')}.json"
     results = json.loads(out.read_text()) if out.is_file() else {}
-    results |= {"device": device(), "config": str(CONFIG.relative_to(ROOT)), "seeds": list(SEEDS)}
+    now = packages()
+    changed = {k: (v, now.get(k)) for k, v in results.get("packages", {}).items() if now.get(k) != v}
+    if changed:  # the figures kept from the earlier calls were measured on other packages
+        print(f"warning: other packages than the results file's {changed}: measure every option again", flush=True)
+    results |= {"device": device(), "config": str(CONFIG.relative_to(ROOT)), "seeds": list(SEEDS), "packages": now}
     trained = results.setdefault("trained", {})
     if args.timing:
         for option in [o for o in OPTIONS if o in wanted]:
@@ -188,11 +229,14 @@ def main(argv: list[str] | None = None) -> int:
             "train_seconds": round(sum(s["train_seconds"] for s in per_seed) / len(SEEDS), 1),
             "eval_f1": sum(s["eval_f1"] for s in per_seed) / len(SEEDS),
         }
-        trained[option] = entry
+        trained[option] = kept(trained.get(option, {}), entry)
         out.write_text(json.dumps(results, indent=2))
     for option in [o for o in OPTIONS if o in wanted and o != "base"]:
         trained[option] |= compared(option)
         trained["base"]["oof_f1"] = trained[option]["oof"]["f1"]["base"]
+        out.write_text(json.dumps(results, indent=2))
+    if "base" in options and not any(o in options for o in OPTIONS if o != "base"):
+        trained["base"]["oof_f1"] = reference_f1()  # no comparison made it this time
         out.write_text(json.dumps(results, indent=2))
     done_after = results.setdefault("after", {})
     for option in [o for o in AFTER if o in wanted]:
